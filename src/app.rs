@@ -1,0 +1,119 @@
+//! Start-up: configuration in, a running service out. Tests build the same `Application` on a
+//! random port.
+
+use crate::auth::dev::{DevCredentials, TokenRequest};
+use crate::auth::jwt::{LocalKeyVerifier, OidcVerifier};
+use crate::auth::{Authenticator, TokenVerifier, hash_api_key};
+use crate::config::{Config, Mode};
+use crate::http::{AppState, rate_limit::RateLimiter, router};
+use crate::store::Db;
+use crate::store::connections::SqlConnections;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pub db: Db,
+    pub address: SocketAddr,
+}
+
+/// Installs the process-wide TLS crypto provider used by outgoing HTTPS (OIDC, providers).
+pub fn install_crypto_provider() {
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .user_agent(concat!("tandem/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if config.mode == Mode::Dev || config.database.url.is_none() {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating the data directory {}", config.data_dir.display())
+            })?;
+        }
+        let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+        db.migrate().await?;
+        let auth = authenticator(&config).await?;
+        let providers = Arc::new(config.effective_providers());
+        let state = AppState {
+            limiter: Arc::new(RateLimiter::new(
+                config.rate_limit.per_second,
+                config.rate_limit.burst,
+            )),
+            connections: Arc::new(SqlConnections::new(db.clone())),
+            auth: Arc::new(auth),
+            providers,
+            config: Arc::new(config.clone()),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let address = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            router: router(state),
+            db,
+            address,
+        })
+    }
+
+    /// Serves until the shutdown future completes, then drains in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        self.db.close().await;
+        Ok(())
+    }
+}
+
+/// Dev mode's generated API key, named `dev`, beside the configured ones.
+type ExtraApiKeys = Vec<(String, [u8; 32])>;
+
+async fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+    let (verifier, dev_keys): (Arc<dyn TokenVerifier>, ExtraApiKeys) =
+        match (&config.auth.oidc, config.mode) {
+            (Some(oidc), _) => (
+                OidcVerifier::discover(http_client()?, &oidc.discovery_url, &oidc.audience).await?,
+                Vec::new(),
+            ),
+            (None, Mode::Dev) => {
+                let creds = DevCredentials::load_or_create(&config.data_dir)?;
+                (
+                    Arc::new(LocalKeyVerifier::new(&creds.signing_key)),
+                    vec![("dev".to_owned(), hash_api_key(&creds.api_key))],
+                )
+            }
+            (None, Mode::Production) => anyhow::bail!("production mode needs [auth.oidc]"),
+        };
+    Ok(Authenticator::new(&config.auth, &dev_keys, verifier))
+}
+
+/// The two header lines `tandem dev-credentials` prints and the start-up banner uses.
+pub fn dev_credential_headers(
+    config: &Config,
+    request: &TokenRequest,
+) -> anyhow::Result<(String, String)> {
+    let creds = DevCredentials::load_or_create(&config.data_dir)?;
+    Ok((
+        format!("API-Key: {}", creds.api_key),
+        format!("Authorization: Bearer {}", creds.token(request)?),
+    ))
+}

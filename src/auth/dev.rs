@@ -1,0 +1,156 @@
+//! Dev-mode credentials: an API key and a token signing key generated into the data directory,
+//! so that `tandem serve` and `tandem dev-credentials` agree without any configuration.
+
+use super::jwt::{Claims, DEV_AUDIENCE, DEV_ISSUER, sign_dev_token};
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+pub struct DevCredentials {
+    pub api_key: String,
+    pub signing_key: Vec<u8>,
+}
+
+/// What a dev token should say about its holder.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub subject: String,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub scope: String,
+    /// Added as `admin_claim = admin_value` (see `[auth]`), marking staff.
+    pub admin: Option<(String, String)>,
+    pub ttl_secs: i64,
+}
+
+fn dev_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("dev")
+}
+
+impl DevCredentials {
+    /// Reads the credentials, generating them on first use.
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
+        let dir = dev_dir(data_dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let api_key = read_or_generate(&dir.join("api-key"), || {
+            format!("tandem-dev-{}", random_token(24))
+        })?;
+        let signing_key = read_or_generate(&dir.join("signing-key"), || random_token(32))?;
+        let signing_key = URL_SAFE_NO_PAD
+            .decode(signing_key.trim())
+            .context("the dev signing key file is corrupt; delete it to generate a new one")?;
+        if signing_key.len() < 32 {
+            bail!("the dev signing key is too short; delete it to generate a new one");
+        }
+        Ok(Self {
+            api_key: api_key.trim().to_owned(),
+            signing_key,
+        })
+    }
+
+    pub fn token(&self, request: &TokenRequest) -> anyhow::Result<String> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut claims: Claims = json!({
+            "iss": DEV_ISSUER,
+            "aud": DEV_AUDIENCE,
+            "sub": request.subject,
+            "iat": now,
+            "exp": now + request.ttl_secs,
+            "scope": request.scope,
+            "preferred_username": request.username,
+            "given_name": request.first_name,
+            "family_name": request.last_name,
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        if let Some((claim, value)) = &request.admin {
+            let merged = match claims.get(claim).and_then(|v| v.as_str()) {
+                Some(existing) if !existing.is_empty() => format!("{existing} {value}"),
+                _ => value.clone(),
+            };
+            claims.insert(claim.clone(), json!(merged));
+        }
+        sign_dev_token(&self.signing_key, &claims)
+    }
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+fn read_or_generate(path: &Path, generate: impl FnOnce() -> String) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let value = generate();
+            write_private(path, &value)?;
+            Ok(value)
+        }
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::jwt::{LocalKeyVerifier, TokenVerifier};
+
+    #[tokio::test]
+    async fn credentials_persist_and_sign_verifiable_tokens() {
+        let dir = std::env::temp_dir().join(format!("tandem-dev-{}", uuid::Uuid::new_v4()));
+        let first = DevCredentials::load_or_create(&dir).unwrap();
+        let again = DevCredentials::load_or_create(&dir).unwrap();
+        assert_eq!(first.api_key, again.api_key);
+        assert_eq!(first.signing_key, again.signing_key);
+        let token = first
+            .token(&TokenRequest {
+                subject: "admin-0001".into(),
+                username: "devadmin".into(),
+                first_name: "Dev".into(),
+                last_name: "Admin".into(),
+                scope: "banking/full".into(),
+                admin: Some(("scope".into(), "admin".into())),
+                ttl_secs: 60,
+            })
+            .unwrap();
+        let claims = LocalKeyVerifier::new(&again.signing_key)
+            .verify(&token)
+            .await
+            .unwrap();
+        assert_eq!(claims["scope"], "banking/full admin");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("dev/api-key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,261 @@
+//! The `tandem` command line.
+
+use crate::app::{Application, dev_credential_headers};
+use crate::auth::dev::TokenRequest;
+use crate::config::{Config, Mode};
+use crate::http::openapi::AdminApi;
+use crate::store::Db;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use utoipa::OpenApi;
+
+#[derive(Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Customer Audience Connections and Invitations APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Configuration file (TOML). Without one, tandem runs in dev mode.
+    #[arg(long, env = "TANDEM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite database, dev keys, dev mail).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
+    /// Print an `API-Key` header and a bearer token a dev-mode server with this data dir accepts.
+    DevCredentials {
+        #[command(flatten)]
+        common: Common,
+        /// An administrative (staff) token instead of a customer token.
+        #[arg(long)]
+        admin: bool,
+        /// The token subject (user id).
+        #[arg(long)]
+        sub: Option<String>,
+        /// The user's login name.
+        #[arg(long)]
+        username: Option<String>,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "banking/full")]
+        scope: String,
+        /// Lifetime of the token in seconds.
+        #[arg(long, default_value_t = 8 * 3600)]
+        ttl: i64,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print a generated OpenAPI document.
+    Openapi {
+        #[arg(value_enum, default_value = "admin")]
+        api: ApiName,
+    },
+    /// Check the configuration and print the effective settings (secrets excluded).
+    CheckConfig {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the SHA-256 digest to configure for an API key (read from standard input).
+    HashApiKey,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ApiName {
+    Admin,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(common: &Common, addr: Option<SocketAddr>) -> anyhow::Result<Config> {
+    let mut config = Config::load(common.config.as_deref(), |name| std::env::var(name).ok())?;
+    if let Some(dir) = &common.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(addr) = addr {
+        config.listen = addr;
+    }
+    config.check()?;
+    Ok(config)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { common, addr } => serve(load(&common, addr)?).await,
+        Command::DevCredentials {
+            common,
+            admin,
+            sub,
+            username,
+            scope,
+            ttl,
+        } => {
+            let config = load(&common, None)?;
+            anyhow::ensure!(
+                config.mode == Mode::Dev,
+                "dev-credentials works only with a dev-mode configuration"
+            );
+            let request = token_request(&config, admin, sub, username, scope, ttl);
+            let (api_key, authorization) = dev_credential_headers(&config, &request)?;
+            println!("{api_key}\n{authorization}");
+            Ok(())
+        }
+        Command::Migrate { common } => {
+            let config = load(&common, None)?;
+            if config.database.url.is_none() {
+                std::fs::create_dir_all(&config.data_dir)?;
+            }
+            let db = Db::connect(&config.database_url(), 2).await?;
+            db.migrate().await?;
+            db.close().await;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi { api } => {
+            let doc = match api {
+                ApiName::Admin => AdminApi::openapi(),
+            };
+            println!("{}", doc.to_pretty_json()?);
+            Ok(())
+        }
+        Command::CheckConfig { common } => {
+            let mut config = load(&common, None)?;
+            if let Some(url) = &config.database.url {
+                config.database.url = Some(crate::store::db::redact(url));
+            }
+            for provider in config.providers.values_mut() {
+                provider.redact_secrets();
+            }
+            println!(
+                "# configuration is valid ({:?} mode)\n{}",
+                config.mode,
+                toml::to_string_pretty(&config)?
+            );
+            Ok(())
+        }
+        Command::HashApiKey => {
+            let mut key = String::new();
+            std::io::stdin()
+                .read_line(&mut key)
+                .context("reading the API key")?;
+            println!("{}", hex::encode(crate::auth::hash_api_key(key.trim())));
+            Ok(())
+        }
+    }
+}
+
+fn token_request(
+    config: &Config,
+    admin: bool,
+    sub: Option<String>,
+    username: Option<String>,
+    scope: String,
+    ttl: i64,
+) -> TokenRequest {
+    let (default_sub, default_username, first, last) = if admin {
+        ("admin-0001", "devadmin", "Dana", "Admin")
+    } else {
+        ("customer-0001", "customer1", "Casey", "Customer")
+    };
+    TokenRequest {
+        subject: sub.unwrap_or_else(|| default_sub.to_owned()),
+        username: username.unwrap_or_else(|| default_username.to_owned()),
+        first_name: first.to_owned(),
+        last_name: last.to_owned(),
+        scope,
+        admin: admin.then(|| {
+            (
+                config.auth.admin_claim.clone(),
+                config.auth.admin_value.clone(),
+            )
+        }),
+        ttl_secs: ttl,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let dev = config.mode == Mode::Dev;
+    let app = Application::build(config.clone()).await?;
+    let base = format!("http://{}", app.address);
+    tracing::info!(address = %app.address, mode = ?config.mode, "tandem is listening");
+    if dev {
+        let request = token_request(
+            &config,
+            true,
+            None,
+            None,
+            "banking/full".to_owned(),
+            24 * 3600,
+        );
+        let (api_key, authorization) = dev_credential_headers(&config, &request)?;
+        println!(
+            "tandem is running in dev mode at {base} (data in {dir})\n\nTry it (an admin token valid for 24 hours):\n\n  curl -H '{api_key}' -H '{authorization}' {base}/bankingAdmin/customerAudienceConnections\n\nMore credentials: tandem dev-credentials --data-dir {dir} [--admin]\n",
+            dir = config.data_dir.display()
+        );
+    }
+    app.run_until(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

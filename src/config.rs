@@ -1,0 +1,466 @@
+//! Typed configuration: one TOML file plus `TANDEM_...` environment overrides.
+//!
+//! With no file at all tandem runs in dev mode (see README "Configuration").
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Safe on a laptop: loopback only, keys generated into the data directory.
+    Dev,
+    /// Requires real credentials configuration (OIDC issuer, hashed API keys).
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mode: Mode,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The externally visible base URL, used in `Location` headers' documentation and emails.
+    pub public_url: Option<String>,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub http: HttpConfig,
+    pub institution: InstitutionConfig,
+    /// Audience connection providers by the name clients use (`provider.name`). Without any,
+    /// dev mode offers one `file` provider named `file`.
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// One configured provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// Membership snapshots written to a directory (default `<data_dir>/audiences/<name>`).
+    File { directory: Option<PathBuf> },
+    /// HMAC-signed JSON membership changes POSTed to a URL.
+    Webhook { url: String, secret: String },
+    /// Pendo segments: `base_url` is the regional API host, e.g. `https://app.pendo.io`.
+    Pendo {
+        base_url: String,
+        integration_key: String,
+    },
+}
+
+impl ProviderConfig {
+    /// Blanks credentials, for printing.
+    pub fn redact_secrets(&mut self) {
+        match self {
+            ProviderConfig::File { .. } => {}
+            ProviderConfig::Webhook { secret, .. } => *secret = "***".into(),
+            ProviderConfig::Pendo {
+                integration_key, ..
+            } => *integration_key = "***".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://...` or `postgres://...`; defaults to a SQLite file in the data directory.
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Client API keys, stored as SHA-256 hex digests (`tandem hash-api-key` prints one).
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Production bearer tokens: the issuer's OIDC discovery document gives the JWKS.
+    pub oidc: Option<OidcConfig>,
+    /// The token claim that marks administrative (staff) tokens, and the value it must hold.
+    /// A string claim is split on spaces (like `scope`); an array claim must contain the value.
+    pub admin_claim: String,
+    pub admin_value: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The client's name: rate limits and logs use it.
+    pub name: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// e.g. `https://auth.example.com/.well-known/openid-configuration`
+    pub discovery_url: String,
+    /// Expected `aud` of access tokens.
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Requests per second each client (API key and token subject) may sustain; 0 disables.
+    pub per_second: f64,
+    /// How many requests a client may make at once above the sustained rate.
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// A request that takes longer is answered 503 and abandoned.
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstitutionConfig {
+    pub enabled_features: EnabledFeatures,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct EnabledFeatures {
+    /// The seed's `enabledFeatures.customerAudienceConnections`: off answers 403 everywhere.
+    pub customer_audience_connections: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Dev,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("tandem-data"),
+            public_url: None,
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            http: HttpConfig::default(),
+            institution: InstitutionConfig::default(),
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            oidc: None,
+            admin_claim: "scope".to_owned(),
+            admin_value: "admin".to_owned(),
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_second: 100.0,
+            burst: 200,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for EnabledFeatures {
+    fn default() -> Self {
+        Self {
+            customer_audience_connections: true,
+        }
+    }
+}
+
+/// The settings that environment variables can override: `TANDEM_` + the path in upper case
+/// with `.` as `_`, e.g. `TANDEM_DATABASE_URL` for `database.url`.
+pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
+    ("mode", ValueKind::Text),
+    ("listen", ValueKind::Text),
+    ("data_dir", ValueKind::Text),
+    ("public_url", ValueKind::Text),
+    ("database.url", ValueKind::Text),
+    ("database.max_connections", ValueKind::Integer),
+    ("auth.admin_claim", ValueKind::Text),
+    ("auth.admin_value", ValueKind::Text),
+    ("rate_limit.per_second", ValueKind::Float),
+    ("rate_limit.burst", ValueKind::Integer),
+    ("http.body_limit_bytes", ValueKind::Integer),
+    ("http.request_timeout_secs", ValueKind::Integer),
+    (
+        "institution.enabled_features.customerAudienceConnections",
+        ValueKind::Bool,
+    ),
+];
+
+#[derive(Debug, Clone, Copy)]
+pub enum ValueKind {
+    Text,
+    Integer,
+    Float,
+    Bool,
+}
+
+pub fn env_name(path: &str) -> String {
+    let mut name = String::from("TANDEM_");
+    for c in path.chars() {
+        match c {
+            '.' => name.push('_'),
+            c if c.is_ascii_uppercase() => {
+                name.push('_');
+                name.push(c);
+            }
+            c => name.push(c.to_ascii_uppercase()),
+        }
+    }
+    name
+}
+
+impl Config {
+    /// Reads the file (if any), applies environment overrides, and checks the result.
+    /// Without a file the mode defaults to dev; with one, to production.
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading configuration file {}", path.display()))?;
+                let mut table: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("parsing configuration file {}", path.display()))?;
+                table
+                    .entry("mode")
+                    .or_insert_with(|| toml::Value::String("production".into()));
+                table
+            }
+            None => toml::Table::new(),
+        };
+        for (path, kind) in ENV_OVERRIDES {
+            let name = env_name(path);
+            if let Some(raw) = env(&name) {
+                let value = parse_env_value(&raw, *kind)
+                    .with_context(|| format!("environment variable {name}={raw:?}"))?;
+                set_path(&mut table, path, value);
+            }
+        }
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).context("invalid configuration")?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Consistency rules that a type alone cannot express.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.mode {
+            Mode::Dev => {
+                if !self.listen.ip().is_loopback() {
+                    bail!(
+                        "dev mode listens on loopback only, but listen = {}; set mode = \"production\" with real credentials to listen elsewhere",
+                        self.listen
+                    );
+                }
+            }
+            Mode::Production => {
+                if self.auth.oidc.is_none() {
+                    bail!("production mode needs [auth.oidc] (discovery_url, audience)");
+                }
+                if self.auth.api_keys.is_empty() {
+                    bail!("production mode needs at least one [[auth.api_keys]] entry");
+                }
+            }
+        }
+        for key in &self.auth.api_keys {
+            if key.sha256.len() != 64 || hex::decode(&key.sha256).is_err() {
+                bail!("auth.api_keys {:?}: sha256 must be 64 hex digits", key.name);
+            }
+        }
+        if self.rate_limit.per_second < 0.0 {
+            bail!("rate_limit.per_second must not be negative");
+        }
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            bail!("database.url must start with sqlite: or postgres://");
+        }
+        Ok(())
+    }
+
+    /// The providers in effect: the configured ones, or dev mode's single `file` provider.
+    pub fn effective_providers(&self) -> BTreeMap<String, ProviderConfig> {
+        if self.providers.is_empty() && self.mode == Mode::Dev {
+            BTreeMap::from([("file".to_owned(), ProviderConfig::File { directory: None })])
+        } else {
+            self.providers.clone()
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("tandem.sqlite3").display()
+            )
+        })
+    }
+}
+
+fn parse_env_value(raw: &str, kind: ValueKind) -> anyhow::Result<toml::Value> {
+    Ok(match kind {
+        ValueKind::Text => toml::Value::String(raw.to_owned()),
+        ValueKind::Integer => {
+            toml::Value::Integer(raw.trim().parse().context("expected an integer")?)
+        }
+        ValueKind::Float => toml::Value::Float(raw.trim().parse().context("expected a number")?),
+        ValueKind::Bool => {
+            toml::Value::Boolean(raw.trim().parse().context("expected true or false")?)
+        }
+    })
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
+    let mut parts = path.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_owned(), value);
+            return;
+        }
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        current = entry.as_table_mut().expect("just made a table");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn no_file_means_dev_mode_on_loopback_with_sqlite() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.mode, Mode::Dev);
+        assert!(c.listen.ip().is_loopback());
+        assert!(c.database_url().starts_with("sqlite://"));
+        assert!(matches!(
+            c.effective_providers()["file"],
+            ProviderConfig::File { .. }
+        ));
+    }
+
+    #[test]
+    fn environment_overrides_nested_settings() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("TANDEM_DATABASE_URL", "postgres://localhost/tandem"),
+                ("TANDEM_RATE_LIMIT_BURST", "7"),
+                (
+                    "TANDEM_INSTITUTION_ENABLED_FEATURES_CUSTOMER_AUDIENCE_CONNECTIONS",
+                    "false",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.database_url(), "postgres://localhost/tandem");
+        assert_eq!(c.rate_limit.burst, 7);
+        assert!(!c.institution.enabled_features.customer_audience_connections);
+    }
+
+    #[test]
+    fn env_names_follow_the_paths() {
+        assert_eq!(env_name("database.url"), "TANDEM_DATABASE_URL");
+        assert_eq!(
+            env_name("institution.enabled_features.customerAudienceConnections"),
+            "TANDEM_INSTITUTION_ENABLED_FEATURES_CUSTOMER_AUDIENCE_CONNECTIONS"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_variable() {
+        let err = Config::load(None, env(&[("TANDEM_RATE_LIMIT_BURST", "lots")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("TANDEM_RATE_LIMIT_BURST"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn dev_mode_refuses_public_addresses() {
+        let err = Config::load(None, env(&[("TANDEM_LISTEN", "0.0.0.0:8080")])).unwrap_err();
+        assert!(err.to_string().contains("loopback"));
+    }
+
+    #[test]
+    fn a_file_defaults_to_production_which_needs_credentials() {
+        let dir = std::env::temp_dir().join(format!("tandem-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tandem.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:9000\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("oidc"), "{err}");
+
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\n[auth.oidc]\ndiscovery_url = \"https://idp/.well-known/openid-configuration\"\naudience = \"tandem\"\n[[auth.api_keys]]\nname = \"web\"\nsha256 = \"".to_owned() + &"ab".repeat(32) + "\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.mode, Mode::Production);
+        assert!(
+            c.effective_providers().is_empty(),
+            "production has only configured providers"
+        );
+
+        std::fs::write(
+            &file,
+            "mode = \"dev\"\n[providers.pendo]\nkind = \"pendo\"\nbase_url = \"https://app.pendo.io\"\nintegration_key = \"k\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert!(matches!(
+            c.effective_providers()["pendo"],
+            ProviderConfig::Pendo { .. }
+        ));
+
+        std::fs::write(&file, "colour = \"blue\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,107 @@
+//! The HTTP adapter: routes, middleware and the shared request state.
+
+pub mod admin;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod rate_limit;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, ProviderConfig};
+use crate::store::connections::ConnectionRepository;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::{ApiError, render_errors};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: Arc<Authenticator>,
+    pub limiter: Arc<rate_limit::RateLimiter>,
+    pub connections: Arc<dyn ConnectionRepository>,
+    pub providers: Arc<BTreeMap<String, ProviderConfig>>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let admin = Router::new()
+        .route(
+            "/customerAudienceConnections",
+            get(admin::list).post(admin::create),
+        )
+        .route(
+            "/customerAudienceConnections/{customerAudienceConnectionId}",
+            get(admin::get).delete(admin::delete),
+        )
+        .route(
+            "/customerAudienceConnections/{customerAudienceConnectionId}/active",
+            post(admin::activate),
+        )
+        .route(
+            "/customerAudienceConnections/{customerAudienceConnectionId}/inactive",
+            post(admin::deactivate),
+        )
+        .route(
+            "/customerAudienceConnections/{customerAudienceConnectionId}/failed",
+            post(admin::fail),
+        )
+        .route("/apiDoc", get(admin_api_doc));
+
+    Router::new()
+        .nest("/bankingAdmin", admin)
+        .route("/health", get(|| async { "ok" }))
+        .fallback(unknown_path)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+        }))
+        .layer(RequestBodyLimitLayer::new(config.http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.http.request_timeout_secs),
+        ))
+        // Outside the limits and timeouts, so that their answers are rendered too.
+        .layer(middleware::from_fn(render_errors))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            HeaderName::from_static("api-key"),
+        ]))
+}
+
+async fn unknown_path() -> ApiError {
+    ApiError::from_status(StatusCode::NOT_FOUND)
+}
+
+async fn admin_api_doc() -> Response {
+    let doc = openapi::AdminApi::openapi();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.to_pretty_json().unwrap_or_default(),
+    )
+        .into_response()
+}

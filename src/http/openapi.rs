@@ -1,0 +1,175 @@
+//! The OpenAPI documents, generated from the handlers and wire types.
+
+use super::admin;
+use super::error::ProblemBody;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, OpenIdConnect, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Banking Admin Customer Audience Connections",
+        version = "0.7.0",
+        description = "Connect customer audiences with resources at other providers and keep them in sync. Served by tandem."
+    ),
+    paths(admin::list, admin::create, admin::get, admin::delete, admin::activate, admin::deactivate, admin::fail),
+    components(schemas(ProblemBody)),
+    modifiers(&AdminConventions),
+    tags(
+        (name = "Customer Audience Connections", description = "Customer Audience Connections"),
+        (name = "Customer Audience Connection Actions", description = "Actions on Customer Audience Connections"),
+    )
+)]
+pub struct AdminApi;
+
+/// The error statuses each admin operation can answer, all as `problemResponse`.
+const ADMIN_ERRORS: &[(&str, &[u16])] = &[
+    (
+        "listCustomerAudienceConnections",
+        &[400, 401, 403, 422, 429],
+    ),
+    (
+        "createCustomerAudienceConnection",
+        &[400, 401, 403, 409, 413, 415, 422, 429],
+    ),
+    ("getCustomerAudienceConnection", &[400, 401, 403, 404, 429]),
+    (
+        "deleteCustomerAudienceConnection",
+        &[400, 401, 403, 404, 429],
+    ),
+    (
+        "activateCustomerAudienceConnection",
+        &[400, 401, 403, 404, 409, 412, 422, 429],
+    ),
+    (
+        "deactivateCustomerAudienceConnection",
+        &[400, 401, 403, 404, 409, 412, 422, 429],
+    ),
+    (
+        "failCustomerAudienceConnection",
+        &[400, 401, 403, 404, 409, 412, 422, 429],
+    ),
+];
+
+fn status_description(status: u16) -> &'static str {
+    match status {
+        400 => {
+            "Bad Request. The request body, request headers, and/or query parameters are not well-formed."
+        }
+        401 => {
+            "Unauthorized. The operation requires authentication but no authentication or insufficient authentication was given."
+        }
+        403 => {
+            "Forbidden. The authenticated caller is not authorized to perform the requested operation."
+        }
+        404 => {
+            "Not Found. There is no such customer audience connection resource at the specified {customerAudienceConnectionId}."
+        }
+        409 => "Conflict. The request conflicts with the state of the application.",
+        412 => {
+            "Precondition Failed. One or more conditions given in the request header fields evaluated to false when tested on the server."
+        }
+        413 => "Payload Too Large. The request body exceeds the configured limit.",
+        415 => "Unsupported Media Type. The request body must be application/json.",
+        422 => {
+            "Unprocessable Entity. The request body and/or query parameters were well formed but otherwise invalid."
+        }
+        429 => {
+            "Too Many Requests. The client has sent too many requests in a given amount of time."
+        }
+        _ => "Server Problem.",
+    }
+}
+
+fn operations(doc: &mut OpenApiDoc) -> impl Iterator<Item = &mut Operation> {
+    doc.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .filter_map(Option::as_mut)
+    })
+}
+
+/// Adds what every admin operation shares: error responses and security requirements.
+struct AdminConventions;
+
+impl Modify for AdminConventions {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("API-Key"))),
+        );
+        components.add_security_scheme(
+            "adminAccessToken",
+            SecurityScheme::OpenIdConnect(OpenIdConnect::new("/.well-known/openid-configuration")),
+        );
+        doc.security = Some(vec![
+            SecurityRequirement::new("apiKey", Vec::<String>::new())
+                .add("adminAccessToken", Vec::<String>::new()),
+        ]);
+        for op in operations(doc) {
+            let id = op.operation_id.clone().unwrap_or_default();
+            let statuses = ADMIN_ERRORS
+                .iter()
+                .find(|(name, _)| *name == id)
+                .map(|(_, s)| *s)
+                .unwrap_or(&[]);
+            for status in statuses.iter().copied().chain([500]) {
+                let response = ResponseBuilder::new()
+                    .description(status_description(status))
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("problemResponse")))
+                            .build(),
+                    )
+                    .build();
+                op.responses.responses.insert(
+                    if status == 500 {
+                        "5XX".to_owned()
+                    } else {
+                        status.to_string()
+                    },
+                    response.into(),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_admin_operation_is_documented_with_its_errors() {
+        let doc = serde_json::to_value(AdminApi::openapi()).unwrap();
+        let mut seen = Vec::new();
+        for (_, item) in doc["paths"].as_object().unwrap() {
+            for (_, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap().to_owned();
+                let (_, statuses) = ADMIN_ERRORS.iter().find(|(n, _)| *n == id).expect("listed");
+                for s in *statuses {
+                    assert!(
+                        op["responses"].get(s.to_string()).is_some(),
+                        "{id} lacks {s}"
+                    );
+                }
+                seen.push(id);
+            }
+        }
+        assert_eq!(seen.len(), ADMIN_ERRORS.len());
+        assert!(doc["components"]["schemas"]["customerAudienceConnection"].is_object());
+        assert!(doc["components"]["schemas"]["problemResponse"].is_object());
+    }
+}

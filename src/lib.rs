@@ -1,0 +1,11 @@
+//! tandem: the Customer Audience Connections (`/bankingAdmin`) and Invitations
+//! (`/invitations`) APIs of a bank, in one service.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod store;
+pub mod telemetry;

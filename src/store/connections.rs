@@ -1,0 +1,258 @@
+//! Customer audience connections in SQL.
+
+use super::sql::{Param, SqlBuilder};
+use super::{Backend, Db, StoreError};
+use crate::domain::connection::{
+    ActionDecision, AudienceRef, Connection, ConnectionState, ProviderName, decide_action,
+};
+use crate::domain::etag::Condition;
+use crate::domain::ids::ResourceId;
+use crate::domain::time::Timestamp;
+use crate::domain::user::UserRef;
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// Which connections a list request wants.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFilter {
+    pub audience_id: Option<ResourceId>,
+    pub states: Vec<ConnectionState>,
+    /// Resume after this position (creation time, id) of the previous page.
+    pub after: Option<(Timestamp, ResourceId)>,
+    pub limit: u32,
+}
+
+/// The result of asking for a state change.
+#[derive(Debug)]
+pub enum ActionResult {
+    Changed(Connection),
+    Unchanged(Connection),
+    PreconditionFailed,
+    Forbidden(Connection),
+    NotFound,
+}
+
+#[async_trait]
+pub trait ConnectionRepository: Send + Sync {
+    /// Stores a new connection; `StoreError::Duplicate` when the audience already has a
+    /// connection to that provider name.
+    async fn insert(&self, connection: &Connection) -> Result<(), StoreError>;
+    async fn get(&self, id: &ResourceId) -> Result<Option<Connection>, StoreError>;
+    async fn list(&self, filter: &ConnectionFilter) -> Result<Vec<Connection>, StoreError>;
+    /// Applies an action atomically: the precondition and the state machine are checked against
+    /// the row as it is when locked.
+    async fn change_state(
+        &self,
+        id: &ResourceId,
+        target: ConnectionState,
+        if_match: Option<&Condition>,
+        by: &UserRef,
+        reason: Option<&str>,
+    ) -> Result<ActionResult, StoreError>;
+    /// Removes a connection; false when there was none.
+    async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError>;
+}
+
+pub struct SqlConnections {
+    db: Db,
+}
+
+impl SqlConnections {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, audience_id, audience_name, provider_name, connected_resource_id, state, \
+         state_reason, revision, created_at, created_by_id, created_by_username, \
+         created_by_first_name, created_by_last_name, updated_at, updated_by_id, \
+         updated_by_username, updated_by_first_name, updated_by_last_name, last_synced_at"
+    };
+}
+
+fn user_from_row(row: &AnyRow, prefix: &str) -> Result<UserRef, sqlx::Error> {
+    Ok(UserRef {
+        id: row.try_get(format!("{prefix}_id").as_str())?,
+        username: row.try_get(format!("{prefix}_username").as_str())?,
+        first_name: row.try_get(format!("{prefix}_first_name").as_str())?,
+        last_name: row.try_get(format!("{prefix}_last_name").as_str())?,
+    })
+}
+
+fn connection_from_row(row: &AnyRow) -> Result<Connection, StoreError> {
+    let state: String = row.try_get("state")?;
+    let provider: String = row.try_get("provider_name")?;
+    Ok(Connection {
+        id: ResourceId::from_trusted(row.try_get("id")?),
+        audience: AudienceRef {
+            id: ResourceId::from_trusted(row.try_get("audience_id")?),
+            name: row.try_get("audience_name")?,
+        },
+        provider: ProviderName::parse("provider_name", &provider)
+            .context("stored provider name is invalid")?,
+        connected_resource_id: row.try_get("connected_resource_id")?,
+        state: ConnectionState::parse(&state)
+            .with_context(|| format!("stored state {state:?} is unknown"))?,
+        state_reason: row.try_get("state_reason")?,
+        revision: row.try_get("revision")?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        created_by: user_from_row(row, "created_by")?,
+        updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
+        updated_by: user_from_row(row, "updated_by")?,
+        last_synced_at: row
+            .try_get::<Option<i64>, _>("last_synced_at")?
+            .map(Timestamp::from_millis),
+    })
+}
+
+#[async_trait]
+impl ConnectionRepository for SqlConnections {
+    async fn insert(&self, c: &Connection) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO audience_connections (",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        ))
+        .bind(c.id.as_str())
+        .bind(c.audience.id.as_str())
+        .bind(c.audience.name.as_deref())
+        .bind(c.provider.as_str())
+        .bind(c.connected_resource_id.as_deref())
+        .bind(c.state.as_str())
+        .bind(c.state_reason.as_deref())
+        .bind(c.revision)
+        .bind(c.created_at.millis())
+        .bind(&c.created_by.id)
+        .bind(&c.created_by.username)
+        .bind(&c.created_by.first_name)
+        .bind(&c.created_by.last_name)
+        .bind(c.updated_at.millis())
+        .bind(&c.updated_by.id)
+        .bind(&c.updated_by.username)
+        .bind(&c.updated_by.first_name)
+        .bind(&c.updated_by.last_name)
+        .bind(c.last_synced_at.map(Timestamp::millis))
+        .execute(&self.db.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &ResourceId) -> Result<Option<Connection>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audience_connections WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.db.read)
+        .await?;
+        row.as_ref().map(connection_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &ConnectionFilter) -> Result<Vec<Connection>, StoreError> {
+        let mut q = SqlBuilder::new(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM audience_connections WHERE 1 = 1"
+        ));
+        if let Some(audience) = &filter.audience_id {
+            q.push(" AND audience_id = ")
+                .bind(Param::Text(audience.as_str().to_owned()));
+        }
+        if !filter.states.is_empty() {
+            q.push(" AND state IN ").bind_list(
+                filter
+                    .states
+                    .iter()
+                    .map(|s| Param::Text(s.as_str().to_owned())),
+            );
+        }
+        if let Some((created_at, id)) = &filter.after {
+            q.push(" AND (created_at > ")
+                .bind(Param::Int(created_at.millis()))
+                .push(" OR (created_at = ")
+                .bind(Param::Int(created_at.millis()))
+                .push(" AND id > ")
+                .bind(Param::Text(id.as_str().to_owned()))
+                .push("))");
+        }
+        q.push(" ORDER BY created_at, id LIMIT ")
+            .bind(Param::Int(i64::from(filter.limit)));
+        let rows = q.build().fetch_all(&self.db.read).await?;
+        rows.iter().map(connection_from_row).collect()
+    }
+
+    async fn change_state(
+        &self,
+        id: &ResourceId,
+        target: ConnectionState,
+        if_match: Option<&Condition>,
+        by: &UserRef,
+        reason: Option<&str>,
+    ) -> Result<ActionResult, StoreError> {
+        let mut tx = self.db.write.begin().await?;
+        let select = match self.db.backend {
+            Backend::Postgres => concat!(
+                "SELECT ",
+                columns!(),
+                " FROM audience_connections WHERE id = $1 FOR UPDATE"
+            ),
+            // SQLite: all writes share one connection, so the transaction is the lock.
+            Backend::Sqlite => concat!(
+                "SELECT ",
+                columns!(),
+                " FROM audience_connections WHERE id = $1"
+            ),
+        };
+        let Some(row) = sqlx::query(select)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(ActionResult::NotFound);
+        };
+        let mut current = connection_from_row(&row)?;
+        match decide_action(&current, target, if_match) {
+            ActionDecision::PreconditionFailed => return Ok(ActionResult::PreconditionFailed),
+            ActionDecision::Forbidden => return Ok(ActionResult::Forbidden(current)),
+            ActionDecision::AlreadyThere => return Ok(ActionResult::Unchanged(current)),
+            ActionDecision::Apply => {}
+        }
+        let now = Timestamp::now().max(current.updated_at);
+        current.state = target;
+        current.state_reason = reason.map(str::to_owned);
+        current.revision += 1;
+        current.updated_at = now;
+        current.updated_by = by.clone();
+        sqlx::query(
+            "UPDATE audience_connections SET state = $2, state_reason = $3, revision = $4, \
+             updated_at = $5, updated_by_id = $6, updated_by_username = $7, \
+             updated_by_first_name = $8, updated_by_last_name = $9 WHERE id = $1",
+        )
+        .bind(current.id.as_str())
+        .bind(current.state.as_str())
+        .bind(current.state_reason.as_deref())
+        .bind(current.revision)
+        .bind(now.millis())
+        .bind(&by.id)
+        .bind(&by.username)
+        .bind(&by.first_name)
+        .bind(&by.last_name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ActionResult::Changed(current))
+    }
+
+    async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM audience_connections WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.db.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

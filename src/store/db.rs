@@ -1,0 +1,117 @@
+//! Database connection pools for the two supported backends behind one SQL dialect.
+//!
+//! Queries use `$1`-style placeholders, which both PostgreSQL and SQLite accept, and portable
+//! types (TEXT, BIGINT for millisecond timestamps and counters).
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Pools for reads and writes. On SQLite all writes go through one connection, which serializes
+/// them in the process instead of letting writers collide on the database lock; on PostgreSQL
+/// both are the same pool.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub backend: Backend,
+    pub read: AnyPool,
+    pub write: AnyPool,
+}
+
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+impl Db {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let options = || {
+            AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            conn.execute(SQLITE_PRAGMAS).await?;
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        let redacted = redact(url);
+        let write = options()
+            .max_connections(if backend == Backend::Sqlite {
+                1
+            } else {
+                max_connections
+            })
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to the database at {redacted}"))?;
+        let read = match backend {
+            Backend::Sqlite => options()
+                .max_connections(max_connections.max(2))
+                .connect(url)
+                .await
+                .with_context(|| format!("connecting to the database at {redacted}"))?,
+            Backend::Postgres => write.clone(),
+        };
+        Ok(Self {
+            backend,
+            read,
+            write,
+        })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("./migrations")
+            .run(&self.write)
+            .await
+            .context("applying database migrations")
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether an error is a unique-constraint violation (a concurrent duplicate).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,27 @@
+//! Storage adapters: SQL over SQLite or PostgreSQL.
+
+pub mod connections;
+pub mod db;
+mod sql;
+
+pub use db::{Backend, Db};
+
+/// Failures of a storage operation that callers must tell apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write (e.g. a second connection for one audience+provider).
+    #[error("a conflicting record already exists")]
+    Duplicate,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if db::is_unique_violation(&err) {
+            StoreError::Duplicate
+        } else {
+            StoreError::Other(anyhow::Error::new(err).context("database error"))
+        }
+    }
+}
