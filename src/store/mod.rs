@@ -2,6 +2,7 @@
 
 pub mod connections;
 pub mod db;
+pub mod outbox;
 mod sql;
 
 pub use db::{Backend, Db};
