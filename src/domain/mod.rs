@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod etag;
+pub mod filter;
 pub mod ids;
 pub mod rate_limit;
 pub mod time;

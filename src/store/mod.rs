@@ -3,7 +3,7 @@
 pub mod connections;
 pub mod db;
 pub mod outbox;
-mod sql;
+pub mod sql;
 
 pub use db::{Backend, Db};
 
