@@ -168,6 +168,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             for provider in config.providers.values_mut() {
                 provider.redact_secrets();
             }
+            config.email.redact_secrets();
             println!(
                 "# configuration is valid ({:?} mode)\n{}",
                 config.mode,
