@@ -71,6 +71,11 @@ impl Application {
         })
     }
 
+    /// Wakes the email delivery worker (for code outside request handlers that enqueues email).
+    pub fn mail_waker(&self) -> crate::mail::MailWaker {
+        self.mail.waker()
+    }
+
     /// Serves until the shutdown future completes, then drains in-flight requests and stops the
     /// background workers.
     pub async fn run_until(

@@ -386,6 +386,9 @@ pub struct EmailConfig {
     /// First retry delay after a failure; it doubles per attempt (with jitter) up to `retry_max_ms`.
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
+    /// Delivered messages (names, addresses, links) are deleted after this many days; 0 keeps
+    /// them forever.
+    pub retain_sent_days: u32,
     pub smtp: Option<SmtpConfig>,
 }
 
@@ -430,6 +433,7 @@ impl Default for EmailConfig {
             lease_secs: 300,
             retry_min_ms: 10_000,
             retry_max_ms: 3_600_000,
+            retain_sent_days: 30,
             smtp: None,
         }
     }

@@ -414,6 +414,81 @@ async fn a_crashed_instances_lease_is_taken_over_when_it_expires(backend: Backen
     assert_eq!(files, 1);
 }
 
+async fn an_enqueue_wakes_the_worker_before_its_next_poll(backend: Backend) {
+    let server = SmtpServer::bind(0).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.poll_interval_ms = 600_000;
+        c.email.smtp = Some(smtp_on(server.port));
+    })
+    .await;
+    let instance = Application::build(app.config.clone()).await.unwrap();
+    let waker = instance.mail_waker();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(instance.run_until(async {
+        let _ = stopped.await;
+    }));
+    // Both workers have done their start-up round and now sleep for ten minutes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(outbox(&app).await[&id].sent_at, None, "nobody polled");
+    waker.wake();
+    wait_for(&app, "the woken worker sent it", |rows| {
+        rows[&id].sent_at.is_some()
+    })
+    .await;
+    assert_eq!(server.received().len(), 1);
+
+    // Shutting down stops the worker too.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the instance stops promptly")
+        .unwrap()
+        .unwrap();
+}
+
+async fn delivered_messages_are_deleted_after_the_retention_period(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.retain_sent_days = 7;
+    })
+    .await;
+    let day = 86_400_000;
+    let now = tandem::domain::time::Timestamp::now().millis();
+    let mut ids = Vec::new();
+    for (recipient, sent_at) in [
+        ("old@example.com", Some(now - 8 * day)),
+        ("recent@example.com", Some(now - 6 * day)),
+        ("queued@example.com", None),
+    ] {
+        let id = enqueue_one(&app, &invitation(recipient, "en")).await;
+        sqlx::query("UPDATE email_outbox SET sent_at = $1, created_at = $2 WHERE id = $3")
+            .bind(sent_at)
+            .bind(now - 9 * day)
+            .bind(&id)
+            .execute(&app.db.write)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    // Another instance purges when it starts (and hourly after that).
+    let instance = Application::build(app.config.clone()).await.unwrap();
+    tokio::spawn(instance.run_until(std::future::pending()));
+    wait_for(&app, "the old delivered message is gone", |rows| {
+        !rows.contains_key(&ids[0])
+    })
+    .await;
+    wait_for(&app, "the queued one is delivered", |rows| {
+        rows[&ids[2]].sent_at.is_some()
+    })
+    .await;
+    let rows = outbox(&app).await;
+    assert!(rows.contains_key(&ids[1]), "within retention");
+    assert_eq!(rows.len(), 2);
+}
+
 on_both_backends!(
     an_smtp_relay_receives_the_rendered_invitation,
     an_smtp_outage_delays_delivery_but_loses_and_duplicates_nothing,
@@ -421,4 +496,6 @@ on_both_backends!(
     dev_mode_writes_eml_files_with_the_same_content,
     a_message_nobody_can_render_stays_queued_and_the_rest_flow,
     a_crashed_instances_lease_is_taken_over_when_it_expires,
+    an_enqueue_wakes_the_worker_before_its_next_poll,
+    delivered_messages_are_deleted_after_the_retention_period,
 );

@@ -34,6 +34,9 @@ impl MailWaker {
 /// Longest error text kept in `last_error`.
 const MAX_ERROR_CHARS: usize = 1000;
 
+/// How often delivered messages past their retention are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
 pub struct DeliveryWorker {
     queue: Arc<dyn DeliveryQueue>,
     mailer: Arc<dyn Mailer>,
@@ -97,7 +100,12 @@ impl DeliveryWorker {
         let this = Arc::new(self);
         let poll = Duration::from_millis(this.settings.poll_interval_ms);
         tracing::info!(owner = %this.owner, "email delivery worker started");
+        let mut next_purge = tokio::time::Instant::now();
         while !*stopped.borrow() {
+            if tokio::time::Instant::now() >= next_purge {
+                this.purge_delivered().await;
+                next_purge += PURGE_EVERY;
+            }
             let claimed = match this.deliver_due().await {
                 Ok(n) => n,
                 Err(err) => {
@@ -144,6 +152,21 @@ impl DeliveryWorker {
             }
         }
         Ok(count)
+    }
+
+    /// Deletes delivered messages older than `retain_sent_days`: they hold personal data and
+    /// are no longer needed.
+    async fn purge_delivered(&self) {
+        let days = self.settings.retain_sent_days;
+        if days == 0 {
+            return;
+        }
+        let before = Timestamp::now().plus_days(-i64::from(days));
+        match self.queue.purge_sent(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, days, "deleted delivered emails past retention"),
+            Err(err) => tracing::warn!(error = %err, "deleting delivered emails failed"),
+        }
     }
 
     fn lease(&self) -> Duration {

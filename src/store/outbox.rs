@@ -78,6 +78,9 @@ pub trait DeliveryQueue: Send + Sync {
         error: &str,
         next_attempt_at: Timestamp,
     ) -> Result<(), sqlx::Error>;
+
+    /// Deletes messages delivered before `before`; returns how many.
+    async fn purge_sent(&self, before: Timestamp) -> Result<u64, sqlx::Error>;
 }
 
 /// The outbox table through the shared pools.
@@ -167,5 +170,14 @@ impl DeliveryQueue for SqlOutbox {
         .execute(&self.db.write)
         .await?;
         Ok(())
+    }
+
+    async fn purge_sent(&self, before: Timestamp) -> Result<u64, sqlx::Error> {
+        let done =
+            sqlx::query("DELETE FROM email_outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+                .bind(before.millis())
+                .execute(&self.db.write)
+                .await?;
+        Ok(done.rows_affected())
     }
 }
