@@ -181,3 +181,58 @@ impl DeliveryQueue for SqlOutbox {
         Ok(done.rows_affected())
     }
 }
+
+// ---- Watching the queue -----------------------------------------------------------------------
+
+/// An undelivered message, as operators see it (`tandem mail-queue`). The recipient and the
+/// payload are left out: they are personal data and not needed to see whether mail flows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedMessage {
+    pub id: String,
+    pub kind: String,
+    pub locale: String,
+    pub created_at: Timestamp,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    /// Held by a worker right now.
+    pub leased: bool,
+    pub last_error: Option<String>,
+}
+
+/// How many messages wait for delivery, and the `limit` oldest of them.
+pub async fn queued(
+    db: &crate::store::Db,
+    limit: u32,
+) -> Result<(i64, Vec<QueuedMessage>), sqlx::Error> {
+    use sqlx::Row;
+    let now = Timestamp::now().millis();
+    let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM email_outbox WHERE sent_at IS NULL")
+        .fetch_one(&db.read)
+        .await?
+        .try_get("n")?;
+    let rows = sqlx::query(
+        "SELECT id, kind, locale, created_at, attempts, next_attempt_at, lease_expires_at, \
+         last_error FROM email_outbox WHERE sent_at IS NULL ORDER BY created_at, id LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(&db.read)
+    .await?;
+    let messages = rows
+        .iter()
+        .map(|row| {
+            Ok(QueuedMessage {
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                locale: row.try_get("locale")?,
+                created_at: Timestamp::from_millis(row.try_get("created_at")?),
+                attempts: row.try_get("attempts")?,
+                next_attempt_at: Timestamp::from_millis(row.try_get("next_attempt_at")?),
+                leased: row
+                    .try_get::<Option<i64>, _>("lease_expires_at")?
+                    .is_some_and(|until| until > now),
+                last_error: row.try_get("last_error")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok((total, messages))
+}
