@@ -449,8 +449,7 @@ async fn an_enqueue_wakes_the_worker_before_its_next_poll(backend: Backend) {
     let running = tokio::spawn(instance.run_until(async {
         let _ = stopped.await;
     }));
-    // Both workers have done their start-up round and now sleep for ten minutes.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both workers sleep for ten minutes.
     let id = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(outbox(&app).await[&id].sent_at, None, "nobody polled");
@@ -494,7 +493,7 @@ async fn delivered_messages_are_deleted_after_the_retention_period(backend: Back
             .unwrap();
         ids.push(id);
     }
-    // Another instance purges when it starts (and hourly after that).
+    // Another instance purges on its first round (and hourly after that).
     let instance = Application::build(app.config.clone()).await.unwrap();
     tokio::spawn(instance.run_until(std::future::pending()));
     wait_for(&app, "the old delivered message is gone", |rows| {

@@ -101,27 +101,31 @@ impl DeliveryWorker {
         let poll = Duration::from_millis(this.settings.poll_interval_ms);
         tracing::info!(owner = %this.owner, "email delivery worker started");
         let mut next_purge = tokio::time::Instant::now();
-        while !*stopped.borrow() {
+        let mut more_due = false;
+        loop {
+            // Waiting first keeps start-up light; a backlog waits at most one poll interval.
+            // After a full batch more may be due: go again without waiting.
+            if !more_due {
+                tokio::select! {
+                    () = this.waker.0.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                    changed = stopped.changed() => if changed.is_err() { break },
+                }
+            }
+            if *stopped.borrow() {
+                break;
+            }
             if tokio::time::Instant::now() >= next_purge {
                 this.purge_delivered().await;
                 next_purge += PURGE_EVERY;
             }
-            let claimed = match this.deliver_due().await {
-                Ok(n) => n,
+            more_due = match this.deliver_due().await {
+                Ok(claimed) => claimed == this.settings.batch_size as usize,
                 Err(err) => {
-                    tracing::warn!(error = %format!("{err:#}"), "claiming due email failed");
-                    0
+                    tracing::warn!(error = %describe(&err), "claiming due email failed");
+                    false
                 }
             };
-            // A full batch means more may be waiting: go again without sleeping.
-            if claimed == this.settings.batch_size as usize {
-                continue;
-            }
-            tokio::select! {
-                () = this.waker.0.notified() => {}
-                () = tokio::time::sleep(poll) => {}
-                changed = stopped.changed() => if changed.is_err() { break },
-            }
         }
         tracing::info!("email delivery worker stopped");
     }
@@ -197,7 +201,7 @@ impl DeliveryWorker {
                     Duration::from_millis(self.settings.retry_max_ms),
                     rand::random::<f64>(),
                 );
-                let error: String = format!("{err:#}").chars().take(MAX_ERROR_CHARS).collect();
+                let error: String = describe(&err).chars().take(MAX_ERROR_CHARS).collect();
                 tracing::warn!(
                     message_id = %message.id,
                     kind = %message.kind,
@@ -226,5 +230,38 @@ impl DeliveryWorker {
             .render(&claimed.kind, &claimed.locale, &payload)?;
         let mime = message::build(&claimed.id, &self.from, &claimed.recipient, rendered)?;
         self.mailer.send(&claimed.id, &mime).await
+    }
+}
+
+/// The error and its causes on one line, skipping a cause its parent already quoted (lettre's
+/// errors include their source in their own text).
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn errors_read_as_one_line_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = anyhow::Error::new(io)
+            .context("Connection error: refused")
+            .context("sending through the SMTP relay smtp:587");
+        assert_eq!(
+            describe(&err),
+            "sending through the SMTP relay smtp:587: Connection error: refused"
+        );
     }
 }
