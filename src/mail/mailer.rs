@@ -92,3 +92,27 @@ impl Mailer for FileMailer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tls_mode_sets_up_with_the_system_trust_store() {
+        for tls in [SmtpTls::Starttls, SmtpTls::Tls, SmtpTls::None] {
+            let config = SmtpConfig {
+                host: "smtp.bank.example".into(),
+                port: None,
+                tls,
+                username: Some("tandem".into()),
+                password: Some("hunter2".into()),
+                timeout_secs: 5,
+            };
+            let mailer = SmtpMailer::new(&config).unwrap();
+            assert_eq!(
+                mailer.relay,
+                format!("smtp.bank.example:{}", config.effective_port())
+            );
+        }
+    }
+}
