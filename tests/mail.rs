@@ -509,6 +509,41 @@ async fn delivered_messages_are_deleted_after_the_retention_period(backend: Back
     assert_eq!(rows.len(), 2);
 }
 
+async fn relay_credentials_are_used_and_never_recorded(backend: Backend) {
+    let server = SmtpServer::with_login("tandem", "right-password-4711").await;
+    let login = |password: &str| {
+        let mut smtp = smtp_on(server.port);
+        smtp.username = Some("tandem".into());
+        smtp.password = Some(password.into());
+        smtp
+    };
+    let wrong = login("wrong-password-0815");
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.smtp = Some(wrong);
+    })
+    .await;
+    let id = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
+    wait_for(&app, "the relay refused twice", |rows| {
+        rows[&id].attempts >= 2
+    })
+    .await;
+    let error = outbox(&app).await[&id].last_error.clone().unwrap();
+    assert!(error.contains("535"), "{error}");
+    assert!(!error.contains("password-0815"), "{error}");
+    assert!(server.received().is_empty());
+
+    // The operator fixes the password and restarts: the queued message goes out.
+    let mut fixed = app.config.clone();
+    fixed.email.smtp = Some(login("right-password-4711"));
+    let instance = Application::build(fixed).await.unwrap();
+    tokio::spawn(instance.run_until(std::future::pending()));
+    wait_for(&app, "it is sent", |rows| rows[&id].sent_at.is_some()).await;
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_invitation(&received[0].data, "ana@example.com", &id);
+}
+
 on_both_backends!(
     an_smtp_relay_receives_the_rendered_invitation,
     an_smtp_outage_delays_delivery_but_loses_and_duplicates_nothing,
@@ -518,4 +553,5 @@ on_both_backends!(
     a_crashed_instances_lease_is_taken_over_when_it_expires,
     an_enqueue_wakes_the_worker_before_its_next_poll,
     delivered_messages_are_deleted_after_the_retention_period,
+    relay_credentials_are_used_and_never_recorded,
 );
