@@ -374,8 +374,9 @@ async fn a_message_nobody_can_render_stays_queued_and_the_rest_flow(backend: Bac
     let mut broken = invitation("broken@example.com", "en");
     broken.payload = json!({"invitationId": "x", "sharedSecret": SECRET});
     let invalid = enqueue_one(&app, &broken).await;
-    wait_for(&app, "both failed twice", |rows| {
-        [&unknown, &invalid]
+    let nowhere = enqueue_one(&app, &invitation("not an address", "en")).await;
+    wait_for(&app, "all three failed twice", |rows| {
+        [&unknown, &invalid, &nowhere]
             .iter()
             .all(|id| rows[*id].attempts >= 2)
     })
@@ -397,6 +398,13 @@ async fn a_message_nobody_can_render_stays_queued_and_the_rest_flow(backend: Bac
     let error = invalid.last_error.as_deref().unwrap();
     assert!(
         error.contains("acceptUrl") && !error.contains(SECRET),
+        "{error}"
+    );
+    let nowhere = &rows[&nowhere];
+    assert_eq!(nowhere.sent_at, None);
+    let error = nowhere.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("recipient is not a valid email address"),
         "{error}"
     );
 }
