@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    mail: crate::mail::DeliveryWorker,
     pub db: Db,
     pub address: SocketAddr,
 }
@@ -45,6 +46,7 @@ impl Application {
         db.migrate().await?;
         let auth = authenticator(&config).await?;
         let providers = Arc::new(config.effective_providers());
+        let mail = crate::mail::worker(&config, db.clone())?;
         let state = AppState {
             limiter: Arc::new(RateLimiter::new(
                 config.rate_limit.per_second,
@@ -54,6 +56,7 @@ impl Application {
             auth: Arc::new(auth),
             providers,
             config: Arc::new(config.clone()),
+            mail: mail.waker(),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -62,23 +65,33 @@ impl Application {
         Ok(Self {
             listener,
             router: router(state),
+            mail,
             db,
             address,
         })
     }
 
-    /// Serves until the shutdown future completes, then drains in-flight requests.
+    /// Wakes the email delivery worker (for code outside request handlers that enqueues email).
+    pub fn mail_waker(&self) -> crate::mail::MailWaker {
+        self.mail.waker()
+    }
+
+    /// Serves until the shutdown future completes, then drains in-flight requests and stops the
+    /// background workers.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let mail = self.mail.spawn();
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP")?;
+            .context("serving HTTP");
+        mail.stop().await;
+        served?;
         self.db.close().await;
         Ok(())
     }

@@ -80,6 +80,14 @@ enum Command {
     },
     /// Print the SHA-256 digest to configure for an API key (read from standard input).
     HashApiKey,
+    /// Show the email waiting for delivery: attempts, next attempt, last error.
+    MailQueue {
+        #[command(flatten)]
+        common: Common,
+        /// How many of the oldest queued messages to list.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -168,6 +176,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             for provider in config.providers.values_mut() {
                 provider.redact_secrets();
             }
+            config.email.redact_secrets();
             println!(
                 "# configuration is valid ({:?} mode)\n{}",
                 config.mode,
@@ -181,6 +190,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .read_line(&mut key)
                 .context("reading the API key")?;
             println!("{}", hex::encode(crate::auth::hash_api_key(key.trim())));
+            Ok(())
+        }
+        Command::MailQueue { common, limit } => {
+            let config = load(&common, None)?;
+            let db = Db::connect(&config.database_url(), 2).await?;
+            let report = crate::store::outbox::queued(&db, limit)
+                .await
+                .context("reading the email outbox");
+            db.close().await;
+            print!("{}", crate::mail::queue_report(&report?));
             Ok(())
         }
     }

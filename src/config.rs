@@ -33,6 +33,8 @@ pub struct Config {
     /// Audience connection providers by the name clients use (`provider.name`). Without any,
     /// dev mode offers one `file` provider named `file`.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Outgoing email (see `EmailConfig`).
+    pub email: EmailConfig,
 }
 
 /// One configured provider.
@@ -145,6 +147,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             institution: InstitutionConfig::default(),
             providers: BTreeMap::new(),
+            email: EmailConfig::default(),
         }
     }
 }
@@ -214,6 +217,12 @@ pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
         "institution.enabled_features.customerAudienceConnections",
         ValueKind::Bool,
     ),
+    ("email.from", ValueKind::Text),
+    ("email.smtp.host", ValueKind::Text),
+    ("email.smtp.port", ValueKind::Integer),
+    ("email.smtp.tls", ValueKind::Text),
+    ("email.smtp.username", ValueKind::Text),
+    ("email.smtp.password", ValueKind::Text),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -305,6 +314,7 @@ impl Config {
         {
             bail!("database.url must start with sqlite: or postgres://");
         }
+        self.email.check()?;
         Ok(())
     }
 
@@ -355,6 +365,121 @@ fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
             *entry = toml::Value::Table(toml::Table::new());
         }
         current = entry.as_table_mut().expect("just made a table");
+    }
+}
+
+// ---- Email -------------------------------------------------------------------------------------
+
+/// `[email]`: who messages come from, how the delivery worker paces itself, and the SMTP relay.
+/// Without `[email.smtp]` messages are written as `.eml` files under `<data_dir>/mail/`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// The `From` mailbox, e.g. `"Example Bank <no-reply@bank.example>"`.
+    pub from: String,
+    /// How often the worker looks for due messages when nothing wakes it sooner.
+    pub poll_interval_ms: u64,
+    /// How many messages one instance claims at a time.
+    pub batch_size: u32,
+    /// How long a claim lasts: a crashed instance's messages are taken over after this.
+    pub lease_secs: u64,
+    /// First retry delay after a failure; it doubles per attempt (with jitter) up to `retry_max_ms`.
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+    /// Delivered messages (names, addresses, links) are deleted after this many days; 0 keeps
+    /// them forever.
+    pub retain_sent_days: u32,
+    pub smtp: Option<SmtpConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Defaults by TLS mode: 587 (`starttls`), 465 (`tls`), 25 (`none`).
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Connecting and each SMTP command.
+    #[serde(default = "default_smtp_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption: only for a relay on the same host or a test server.
+    None,
+}
+
+fn default_smtp_timeout_secs() -> u64 {
+    30
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            from: "tandem <no-reply@localhost>".to_owned(),
+            poll_interval_ms: 5_000,
+            batch_size: 20,
+            lease_secs: 300,
+            retry_min_ms: 10_000,
+            retry_max_ms: 3_600_000,
+            retain_sent_days: 30,
+            smtp: None,
+        }
+    }
+}
+
+impl SmtpConfig {
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        })
+    }
+}
+
+impl EmailConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        self.from
+            .parse::<lettre::message::Mailbox>()
+            .with_context(|| format!("email.from {:?} is not a mailbox", self.from))?;
+        if self.poll_interval_ms == 0 || self.batch_size == 0 || self.lease_secs == 0 {
+            bail!("email.poll_interval_ms, email.batch_size and email.lease_secs must be positive");
+        }
+        if self.retry_min_ms == 0 || self.retry_min_ms > self.retry_max_ms {
+            bail!("email.retry_min_ms must be positive and at most email.retry_max_ms");
+        }
+        if let Some(smtp) = &self.smtp {
+            if smtp.host.trim().is_empty() {
+                bail!("email.smtp.host must not be empty");
+            }
+            if smtp.username.is_some() != smtp.password.is_some() {
+                bail!("email.smtp.username and email.smtp.password go together");
+            }
+            // The claim must outlive a send, or a slow relay would let another instance send too.
+            if self.lease_secs < smtp.timeout_secs.saturating_mul(4) {
+                bail!("email.lease_secs must be at least 4 times email.smtp.timeout_secs");
+            }
+        }
+        Ok(())
+    }
+
+    /// Blanks the SMTP password, for printing.
+    pub fn redact_secrets(&mut self) {
+        if let Some(password) = self.smtp.as_mut().and_then(|s| s.password.as_mut()) {
+            *password = "***".into();
+        }
     }
 }
 
@@ -462,5 +587,44 @@ mod tests {
         let err = Config::load(Some(&file), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("colour"), "{err:#}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn email_defaults_to_dev_files_and_validates_smtp() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.email.smtp.is_none());
+        let c = Config::load(
+            None,
+            env(&[
+                ("TANDEM_EMAIL_SMTP_HOST", "smtp.example.com"),
+                ("TANDEM_EMAIL_SMTP_TLS", "tls"),
+                ("TANDEM_EMAIL_FROM", "Bank <no-reply@bank.example>"),
+            ]),
+        )
+        .unwrap();
+        let smtp = c.email.smtp.as_ref().unwrap();
+        assert_eq!((smtp.tls, smtp.effective_port()), (SmtpTls::Tls, 465));
+        let err = Config::load(None, env(&[("TANDEM_EMAIL_FROM", "not a mailbox")])).unwrap_err();
+        assert!(format!("{err:#}").contains("email.from"), "{err:#}");
+        let err = Config::load(
+            None,
+            env(&[
+                ("TANDEM_EMAIL_SMTP_HOST", "smtp.example.com"),
+                ("TANDEM_EMAIL_SMTP_USERNAME", "mailer"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("password"), "{err:#}");
+        let mut c = Config::load(
+            None,
+            env(&[
+                ("TANDEM_EMAIL_SMTP_HOST", "smtp.example.com"),
+                ("TANDEM_EMAIL_SMTP_USERNAME", "mailer"),
+                ("TANDEM_EMAIL_SMTP_PASSWORD", "hunter2"),
+            ]),
+        )
+        .unwrap();
+        c.email.redact_secrets();
+        assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
     }
 }

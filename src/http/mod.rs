@@ -34,6 +34,8 @@ pub struct AppState {
     pub limiter: Arc<rate_limit::RateLimiter>,
     pub connections: Arc<dyn ConnectionRepository>,
     pub providers: Arc<BTreeMap<String, ProviderConfig>>,
+    /// Call `wake()` after committing a transaction that enqueued email.
+    pub mail: crate::mail::MailWaker,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -36,3 +36,203 @@ pub async fn enqueue(
     .await?;
     Ok(id)
 }
+
+// ---- Delivery: claiming, sending, retrying ----------------------------------------------------
+
+/// A message one worker holds a lease on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedMessage {
+    pub id: String,
+    pub kind: String,
+    pub recipient: String,
+    pub locale: String,
+    /// The stored JSON text; the worker parses it (a bad one is a failure, never a crash).
+    pub payload: String,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
+/// The queue the delivery worker drains.
+#[async_trait::async_trait]
+pub trait DeliveryQueue: Send + Sync {
+    /// Leases up to `limit` unsent messages that are due, and those whose lease has expired
+    /// (an instance that crashed mid-send), to `owner` until `lease_until`.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ClaimedMessage>, sqlx::Error>;
+
+    /// Records a delivery. Applies even if the lease was lost meanwhile: the message did go
+    /// out, and recording it keeps anyone else from sending it again.
+    async fn mark_sent(&self, id: &str, now: Timestamp) -> Result<(), sqlx::Error>;
+
+    /// Records a failed attempt and when to try again; releases the lease. A no-op if `owner`
+    /// no longer holds the lease (another instance took the message over).
+    async fn record_failure(
+        &self,
+        id: &str,
+        owner: &str,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<(), sqlx::Error>;
+
+    /// Deletes messages delivered before `before`; returns how many.
+    async fn purge_sent(&self, before: Timestamp) -> Result<u64, sqlx::Error>;
+}
+
+/// The outbox table through the shared pools.
+pub struct SqlOutbox {
+    db: crate::store::Db,
+}
+
+impl SqlOutbox {
+    pub fn new(db: crate::store::Db) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait::async_trait]
+impl DeliveryQueue for SqlOutbox {
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ClaimedMessage>, sqlx::Error> {
+        use sqlx::Row;
+        // PostgreSQL: concurrent instances skip each other's rows instead of waiting and then
+        // claiming the same ones. SQLite: the single writer connection already serializes.
+        let lock = match self.db.backend {
+            crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            crate::store::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE email_outbox SET lease_owner = $1, lease_expires_at = $2 \
+             WHERE id IN (SELECT id FROM email_outbox \
+                 WHERE sent_at IS NULL AND next_attempt_at <= $3 \
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
+                 ORDER BY next_attempt_at, id LIMIT $4{lock}) \
+             RETURNING id, kind, recipient, locale, payload, attempts"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(lease_until.millis())
+            .bind(now.millis())
+            .bind(i64::from(limit))
+            .fetch_all(&self.db.write)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClaimedMessage {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("kind")?,
+                    recipient: row.try_get("recipient")?,
+                    locale: row.try_get("locale")?,
+                    payload: row.try_get("payload")?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_sent(&self, id: &str, now: Timestamp) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE email_outbox SET sent_at = $1, lease_owner = NULL, lease_expires_at = NULL, \
+             last_error = NULL WHERE id = $2 AND sent_at IS NULL",
+        )
+        .bind(now.millis())
+        .bind(id)
+        .execute(&self.db.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        id: &str,
+        owner: &str,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE email_outbox SET attempts = attempts + 1, last_error = $1, \
+             next_attempt_at = $2, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL",
+        )
+        .bind(error)
+        .bind(next_attempt_at.millis())
+        .bind(id)
+        .bind(owner)
+        .execute(&self.db.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_sent(&self, before: Timestamp) -> Result<u64, sqlx::Error> {
+        let done =
+            sqlx::query("DELETE FROM email_outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+                .bind(before.millis())
+                .execute(&self.db.write)
+                .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+// ---- Watching the queue -----------------------------------------------------------------------
+
+/// An undelivered message, as operators see it (`tandem mail-queue`). The recipient and the
+/// payload are left out: they are personal data and not needed to see whether mail flows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedMessage {
+    pub id: String,
+    pub kind: String,
+    pub locale: String,
+    pub created_at: Timestamp,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    /// Held by a worker right now.
+    pub leased: bool,
+    pub last_error: Option<String>,
+}
+
+/// How many messages wait for delivery, and the `limit` oldest of them.
+pub async fn queued(
+    db: &crate::store::Db,
+    limit: u32,
+) -> Result<(i64, Vec<QueuedMessage>), sqlx::Error> {
+    use sqlx::Row;
+    let now = Timestamp::now().millis();
+    let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM email_outbox WHERE sent_at IS NULL")
+        .fetch_one(&db.read)
+        .await?
+        .try_get("n")?;
+    let rows = sqlx::query(
+        "SELECT id, kind, locale, created_at, attempts, next_attempt_at, lease_expires_at, \
+         last_error FROM email_outbox WHERE sent_at IS NULL ORDER BY created_at, id LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(&db.read)
+    .await?;
+    let messages = rows
+        .iter()
+        .map(|row| {
+            Ok(QueuedMessage {
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                locale: row.try_get("locale")?,
+                created_at: Timestamp::from_millis(row.try_get("created_at")?),
+                attempts: row.try_get("attempts")?,
+                next_attempt_at: Timestamp::from_millis(row.try_get("next_attempt_at")?),
+                leased: row
+                    .try_get::<Option<i64>, _>("lease_expires_at")?
+                    .is_some_and(|until| until > now),
+                last_error: row.try_get("last_error")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok((total, messages))
+}

@@ -1,0 +1,267 @@
+//! The delivery worker: drains the email outbox in the background.
+//!
+//! Each round claims due messages with a lease, renders and sends them concurrently, and records
+//! the outcome: `sent_at` on success; on failure one more attempt, the error, and a later
+//! `next_attempt_at` (exponential backoff with jitter, capped). Nothing is ever dropped: a
+//! message stays queued until it is delivered. Leases let several instances share the queue,
+//! and let a surviving one take over what a crashed one had claimed.
+
+use super::backoff::retry_delay;
+use super::mailer::Mailer;
+use super::message;
+use super::templates::Templates;
+use crate::config::EmailConfig;
+use crate::domain::time::Timestamp;
+use crate::store::outbox::{ClaimedMessage, DeliveryQueue};
+use anyhow::Context;
+use lettre::message::Mailbox;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Wakes the worker at once, e.g. right after a transaction that enqueued a message commits.
+/// Cheap to clone; a wake-up while the worker is busy is remembered, not lost.
+#[derive(Clone, Default)]
+pub struct MailWaker(Arc<Notify>);
+
+impl MailWaker {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Longest error text kept in `last_error`.
+const MAX_ERROR_CHARS: usize = 1000;
+
+/// How often delivered messages past their retention are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct DeliveryWorker {
+    queue: Arc<dyn DeliveryQueue>,
+    mailer: Arc<dyn Mailer>,
+    templates: Arc<Templates>,
+    from: Mailbox,
+    settings: EmailConfig,
+    /// This instance's lease owner id.
+    owner: String,
+    waker: MailWaker,
+}
+
+/// A running worker; `stop` ends it after the messages in hand are recorded.
+pub struct RunningWorker {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningWorker {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(err) = self.task.await {
+            tracing::error!(error = %err, "the email delivery worker ended abnormally");
+        }
+    }
+}
+
+impl DeliveryWorker {
+    pub fn new(
+        queue: Arc<dyn DeliveryQueue>,
+        mailer: Arc<dyn Mailer>,
+        settings: EmailConfig,
+    ) -> anyhow::Result<Self> {
+        let from = settings
+            .from
+            .parse()
+            .with_context(|| format!("email.from {:?} is not a mailbox", settings.from))?;
+        Ok(Self {
+            queue,
+            mailer,
+            templates: Arc::new(Templates::load()?),
+            from,
+            settings,
+            owner: uuid::Uuid::now_v7().to_string(),
+            waker: MailWaker::default(),
+        })
+    }
+
+    pub fn waker(&self) -> MailWaker {
+        self.waker.clone()
+    }
+
+    pub fn spawn(self) -> RunningWorker {
+        let (stop, stopped) = watch::channel(false);
+        RunningWorker {
+            stop,
+            task: tokio::spawn(self.run(stopped)),
+        }
+    }
+
+    async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let poll = Duration::from_millis(this.settings.poll_interval_ms);
+        tracing::info!(owner = %this.owner, "email delivery worker started");
+        let mut next_purge = tokio::time::Instant::now();
+        let mut more_due = false;
+        loop {
+            // Waiting first keeps start-up light; a backlog waits at most one poll interval.
+            // After a full batch more may be due: go again without waiting.
+            if !more_due {
+                tokio::select! {
+                    () = this.waker.0.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                    changed = stopped.changed() => if changed.is_err() { break },
+                }
+            }
+            if *stopped.borrow() {
+                break;
+            }
+            if tokio::time::Instant::now() >= next_purge {
+                this.purge_delivered().await;
+                next_purge += PURGE_EVERY;
+            }
+            more_due = match this.deliver_due().await {
+                Ok(claimed) => claimed == this.settings.batch_size as usize,
+                Err(err) => {
+                    tracing::warn!(error = %describe(&err), "claiming due email failed");
+                    false
+                }
+            };
+        }
+        tracing::info!("email delivery worker stopped");
+    }
+
+    /// One round: claims a batch and sends it concurrently. Returns how many were claimed.
+    async fn deliver_due(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let now = Timestamp::now();
+        let lease = self.lease();
+        let claimed = self
+            .queue
+            .claim_due(
+                &self.owner,
+                now,
+                now.plus_millis(lease.as_millis() as i64),
+                self.settings.batch_size,
+            )
+            .await
+            .context("claiming due messages")?;
+        let count = claimed.len();
+        let mut sends = JoinSet::new();
+        for message in claimed {
+            let this = Arc::clone(self);
+            sends.spawn(async move { this.deliver(message).await });
+        }
+        while let Some(done) = sends.join_next().await {
+            if let Err(err) = done {
+                tracing::error!(error = %err, "an email delivery task ended abnormally");
+            }
+        }
+        Ok(count)
+    }
+
+    /// Deletes delivered messages older than `retain_sent_days`: they hold personal data and
+    /// are no longer needed.
+    async fn purge_delivered(&self) {
+        let days = self.settings.retain_sent_days;
+        if days == 0 {
+            return;
+        }
+        let before = Timestamp::now().plus_days(-i64::from(days));
+        match self.queue.purge_sent(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, days, "deleted delivered emails past retention"),
+            Err(err) => tracing::warn!(error = %err, "deleting delivered emails failed"),
+        }
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_secs(self.settings.lease_secs)
+    }
+
+    async fn deliver(&self, message: ClaimedMessage) {
+        // Sending must end well within the lease, or another instance could take it over and
+        // send a second copy.
+        let outcome = match tokio::time::timeout(self.lease() / 2, self.send(&message)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(anyhow::anyhow!(
+                "sending took longer than half the lease ({} s)",
+                self.settings.lease_secs / 2
+            )),
+        };
+        let recorded = match outcome {
+            Ok(()) => {
+                tracing::info!(message_id = %message.id, kind = %message.kind, "email sent");
+                self.queue.mark_sent(&message.id, Timestamp::now()).await
+            }
+            Err(err) => {
+                let failures =
+                    u32::try_from(message.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+                let delay = retry_delay(
+                    failures,
+                    Duration::from_millis(self.settings.retry_min_ms),
+                    Duration::from_millis(self.settings.retry_max_ms),
+                    rand::random::<f64>(),
+                );
+                let error: String = describe(&err).chars().take(MAX_ERROR_CHARS).collect();
+                tracing::warn!(
+                    message_id = %message.id,
+                    kind = %message.kind,
+                    attempts = failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = %error,
+                    "email not sent; will retry"
+                );
+                let next = Timestamp::now().plus_millis(delay.as_millis() as i64);
+                self.queue
+                    .record_failure(&message.id, &self.owner, &error, next)
+                    .await
+            }
+        };
+        if let Err(err) = recorded {
+            // The lease runs out and the message is claimed again: retried, never lost.
+            tracing::error!(message_id = %message.id, error = %err, "recording an email outcome failed");
+        }
+    }
+
+    async fn send(&self, claimed: &ClaimedMessage) -> anyhow::Result<()> {
+        let payload: serde_json::Value =
+            serde_json::from_str(&claimed.payload).context("the payload is not JSON")?;
+        let rendered = self
+            .templates
+            .render(&claimed.kind, &claimed.locale, &payload)?;
+        let mime = message::build(&claimed.id, &self.from, &claimed.recipient, rendered)?;
+        self.mailer.send(&claimed.id, &mime).await
+    }
+}
+
+/// The error and its causes on one line, skipping a cause its parent already quoted (lettre's
+/// errors include their source in their own text).
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn errors_read_as_one_line_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = anyhow::Error::new(io)
+            .context("Connection error: refused")
+            .context("sending through the SMTP relay smtp:587");
+        assert_eq!(
+            describe(&err),
+            "sending through the SMTP relay smtp:587: Connection error: refused"
+        );
+    }
+}

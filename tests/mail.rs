@@ -1,0 +1,565 @@
+//! Email delivery from the outbox: over SMTP to a real listener, through relay outages, by
+//! several instances at once, and as `.eml` files in dev mode; on SQLite and PostgreSQL.
+
+mod common;
+#[path = "common/smtp.rs"]
+mod smtp;
+
+use common::{Backend, TestApp};
+use mail_parser::{MessageParser, MimeHeaders};
+use serde_json::json;
+use smtp::SmtpServer;
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tandem::app::Application;
+use tandem::config::{Config, SmtpConfig, SmtpTls};
+use tandem::store::outbox::{OutboxMessage, enqueue};
+
+const SECRET: &str = "correct-horse-battery-staple";
+const FROM: &str = "no-reply@bank.example";
+
+fn invitation(recipient: &str, locale: &str) -> OutboxMessage {
+    OutboxMessage {
+        kind: "invitation".into(),
+        recipient: recipient.into(),
+        locale: locale.into(),
+        payload: json!({
+            "invitationId": "0b0fa3d2-1a4b-4c5d-9e8f-001122334455",
+            "acceptUrl": "https://bank.example/invitations/accept?invitationId=0b0fa3d2-1a4b-4c5d-9e8f-001122334455",
+            "inviterFullName": "Max Pike",
+            "inviteeFirstName": "Ana",
+            "inviteeLastName": "O'Neil <Núñez>",
+            "invitationType": "joint",
+            "expiresAt": "2026-12-23T18:05:00.000Z",
+            // Must never reach the email, though a caller put it in the payload.
+            "sharedSecret": SECRET,
+        }),
+    }
+}
+
+/// Fast polling and retries, so tests take milliseconds rather than minutes.
+fn quick_email(config: &mut Config) {
+    config.email.from = format!("Example Bank <{FROM}>");
+    config.email.poll_interval_ms = 25;
+    config.email.retry_min_ms = 50;
+    config.email.retry_max_ms = 300;
+    config.email.lease_secs = 20;
+}
+
+fn smtp_on(port: u16) -> SmtpConfig {
+    SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        tls: SmtpTls::None,
+        username: None,
+        password: None,
+        timeout_secs: 5,
+    }
+}
+
+async fn enqueue_one(app: &TestApp, message: &OutboxMessage) -> String {
+    let mut tx = app.db.write.begin().await.unwrap();
+    let id = enqueue(&mut tx, message).await.unwrap();
+    tx.commit().await.unwrap();
+    id.as_str().to_owned()
+}
+
+/// One outbox row, as the worker left it.
+#[derive(Debug)]
+struct OutboxRow {
+    attempts: i64,
+    sent_at: Option<i64>,
+    last_error: Option<String>,
+    lease_owner: Option<String>,
+    next_attempt_at: i64,
+}
+
+async fn outbox(app: &TestApp) -> BTreeMap<String, OutboxRow> {
+    sqlx::query(
+        "SELECT id, attempts, sent_at, last_error, lease_owner, next_attempt_at FROM email_outbox",
+    )
+    .fetch_all(&app.db.read)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r.get("id"),
+            OutboxRow {
+                attempts: r.get("attempts"),
+                sent_at: r.get("sent_at"),
+                last_error: r.get("last_error"),
+                lease_owner: r.get("lease_owner"),
+                next_attempt_at: r.get("next_attempt_at"),
+            },
+        )
+    })
+    .collect()
+}
+
+/// Polls the outbox until `done` holds, failing after 20 seconds.
+async fn wait_for(app: &TestApp, what: &str, done: impl Fn(&BTreeMap<String, OutboxRow>) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = outbox(app).await;
+        if done(&rows) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a browser shows for the HTML escapes in the message.
+fn unescape(html: &str) -> String {
+    html.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Checks a delivered invitation from its raw bytes: headers, both MIME parts, the link, the
+/// escaping, and that the secret is nowhere. Returns the subject.
+fn assert_invitation(raw: &[u8], recipient: &str, outbox_id: &str) -> String {
+    let text = String::from_utf8_lossy(raw);
+    assert!(!text.contains(SECRET), "the secret leaked: {text}");
+    let message = MessageParser::default().parse(raw).expect("a MIME message");
+    let to = message
+        .to()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address());
+    assert_eq!(to, Some(recipient));
+    let from = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address());
+    assert_eq!(from, Some(FROM));
+    assert_eq!(
+        message.message_id(),
+        Some(format!("{outbox_id}@bank.example").as_str())
+    );
+    let root = message.root_part().content_type().unwrap();
+    assert_eq!(
+        (root.ctype(), root.subtype()),
+        ("multipart", Some("alternative"))
+    );
+    let parts: Vec<_> = (0..).map_while(|i| message.part(i)).collect();
+    let part = |subtype: &str| {
+        parts
+            .iter()
+            .find(|p| {
+                p.content_type()
+                    .is_some_and(|c| c.ctype() == "text" && c.subtype() == Some(subtype))
+            })
+            .and_then(|p| p.text_contents())
+            .unwrap_or_else(|| panic!("no text/{subtype} part in {text}"))
+            .to_owned()
+    };
+    let (plain, html) = (part("plain"), part("html"));
+    let link =
+        "https://bank.example/invitations/accept?invitationId=0b0fa3d2-1a4b-4c5d-9e8f-001122334455";
+    assert!(plain.contains(link), "{plain}");
+    assert!(plain.contains("Ana O'Neil <Núñez>"), "{plain}");
+    assert!(
+        !html.contains("<Núñez>"),
+        "names are escaped in HTML: {html}"
+    );
+    let shown = unescape(&html);
+    assert!(shown.contains(&format!("<a href=\"{link}\"")), "{html}");
+    assert!(shown.contains("Ana O'Neil <Núñez>"), "{html}");
+    for body in [&plain, &shown] {
+        assert!(!body.contains(SECRET));
+        assert!(body.contains("Max Pike"));
+    }
+    message.subject().unwrap_or_default().to_owned()
+}
+
+async fn an_smtp_relay_receives_the_rendered_invitation(backend: Backend) {
+    let server = SmtpServer::bind(0).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.smtp = Some(smtp_on(server.port));
+    })
+    .await;
+    let en = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
+    let es = enqueue_one(&app, &invitation("ana.es@example.com", "es-MX")).await;
+    wait_for(&app, "both are sent", |rows| {
+        rows.values().all(|r| r.sent_at.is_some())
+    })
+    .await;
+
+    let received = server.received();
+    assert_eq!(received.len(), 2, "{received:#?}");
+    for (id, recipient, subject) in [
+        (
+            &en,
+            "ana@example.com",
+            "Max Pike invited you to become a joint owner of their account",
+        ),
+        (
+            &es,
+            "ana.es@example.com",
+            "Max Pike le invitó a ser cotitular de su cuenta",
+        ),
+    ] {
+        let message = received
+            .iter()
+            .find(|m| m.to == [recipient])
+            .unwrap_or_else(|| panic!("nothing for {recipient}: {received:#?}"));
+        assert_eq!(message.from, FROM);
+        assert_eq!(assert_invitation(&message.data, recipient, id), subject);
+    }
+    for row in outbox(&app).await.values() {
+        assert_eq!((row.attempts, row.last_error.as_deref()), (0, None));
+        assert_eq!(row.lease_owner, None, "the lease is released");
+    }
+}
+
+async fn an_smtp_outage_delays_delivery_but_loses_and_duplicates_nothing(backend: Backend) {
+    // A port nobody listens on (yet).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.smtp = Some(smtp_on(port));
+    })
+    .await;
+    let recipients: Vec<String> = (0..5).map(|i| format!("invitee{i}@example.com")).collect();
+    let mut ids = BTreeMap::new();
+    for r in &recipients {
+        ids.insert(enqueue_one(&app, &invitation(r, "en")).await, r.clone());
+    }
+    wait_for(&app, "every message failed twice", |rows| {
+        rows.len() == 5 && rows.values().all(|r| r.attempts >= 2)
+    })
+    .await;
+    for row in outbox(&app).await.values() {
+        assert_eq!(row.sent_at, None);
+        let error = row.last_error.as_deref().unwrap();
+        assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+        assert!(!error.contains(SECRET));
+    }
+    // What `tandem mail-queue` shows operators meanwhile.
+    let report = tandem::store::outbox::queued(&app.db, 3).await.unwrap();
+    assert_eq!((report.0, report.1.len()), (5, 3));
+    assert!(
+        report
+            .1
+            .iter()
+            .all(|m| m.attempts >= 2 && m.last_error.is_some())
+    );
+    let text = tandem::mail::queue_report(&report);
+    assert!(
+        text.starts_with(
+            "5 email(s) waiting for delivery; of the 3 oldest, 3 failed at least once\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("@example.com"), "no recipients: {text}");
+
+    let server = SmtpServer::bind(port).await;
+    wait_for(&app, "every message is sent", |rows| {
+        rows.values().all(|r| r.sent_at.is_some())
+    })
+    .await;
+    // Give a duplicate every chance to show up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = server.received();
+    assert_eq!(
+        received.len(),
+        5,
+        "each message exactly once: {received:#?}"
+    );
+    for (id, recipient) in &ids {
+        let copies: Vec<_> = received
+            .iter()
+            .filter(|m| m.to == [recipient.as_str()])
+            .collect();
+        assert_eq!(copies.len(), 1, "{recipient}");
+        assert_invitation(&copies[0].data, recipient, id);
+    }
+    for row in outbox(&app).await.values() {
+        assert_eq!(row.last_error, None, "cleared once delivered");
+    }
+    let report = tandem::store::outbox::queued(&app.db, 3).await.unwrap();
+    assert_eq!(
+        tandem::mail::queue_report(&report),
+        "0 email(s) waiting for delivery\n"
+    );
+}
+
+async fn several_instances_share_the_queue_and_send_each_message_once(backend: Backend) {
+    let server = SmtpServer::bind(0).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.batch_size = 3;
+        c.email.smtp = Some(smtp_on(server.port));
+    })
+    .await;
+    // A second and a third instance on the same database.
+    for _ in 0..2 {
+        let other = Application::build(app.config.clone()).await.unwrap();
+        tokio::spawn(other.run_until(std::future::pending()));
+    }
+    let count = 30;
+    for i in 0..count {
+        enqueue_one(&app, &invitation(&format!("many{i}@example.com"), "en")).await;
+    }
+    wait_for(&app, "every message is sent", |rows| {
+        rows.len() == count && rows.values().all(|r| r.sent_at.is_some())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut recipients: Vec<_> = server
+        .received()
+        .into_iter()
+        .map(|m| m.to.concat())
+        .collect();
+    recipients.sort();
+    let before = recipients.len();
+    recipients.dedup();
+    assert_eq!((before, recipients.len()), (count, count), "one copy each");
+}
+
+async fn dev_mode_writes_eml_files_with_the_same_content(backend: Backend) {
+    let app = TestApp::spawn_with(backend, quick_email).await;
+    let first = enqueue_one(&app, &invitation("first@example.com", "en")).await;
+    wait_for(&app, "the first is sent", |rows| {
+        rows.values().all(|r| r.sent_at.is_some())
+    })
+    .await;
+    let second = enqueue_one(&app, &invitation("second@example.com", "fr")).await;
+    wait_for(&app, "the second is sent", |rows| {
+        rows.values().all(|r| r.sent_at.is_some())
+    })
+    .await;
+
+    let dir = app.config.data_dir.join("mail");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for (name, (id, recipient)) in names.iter().zip([
+        (&first, "first@example.com"),
+        (&second, "second@example.com"),
+    ]) {
+        assert!(
+            name.ends_with(&format!("-{id}.eml")),
+            "sorted by time: {names:?}"
+        );
+        let raw = std::fs::read(dir.join(name)).unwrap();
+        // French falls back to English.
+        assert_eq!(
+            assert_invitation(&raw, recipient, id),
+            "Max Pike invited you to become a joint owner of their account"
+        );
+    }
+}
+
+async fn a_message_nobody_can_render_stays_queued_and_the_rest_flow(backend: Backend) {
+    let app = TestApp::spawn_with(backend, quick_email).await;
+    let mut newsletter = invitation("reader@example.com", "en");
+    newsletter.kind = "newsletter".into();
+    let unknown = enqueue_one(&app, &newsletter).await;
+    let mut broken = invitation("broken@example.com", "en");
+    broken.payload = json!({"invitationId": "x", "sharedSecret": SECRET});
+    let invalid = enqueue_one(&app, &broken).await;
+    let nowhere = enqueue_one(&app, &invitation("not an address", "en")).await;
+    wait_for(&app, "all three failed twice", |rows| {
+        [&unknown, &invalid, &nowhere]
+            .iter()
+            .all(|id| rows[*id].attempts >= 2)
+    })
+    .await;
+    let good = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
+    wait_for(&app, "the good one is sent", |rows| {
+        rows[&good].sent_at.is_some()
+    })
+    .await;
+
+    let rows = outbox(&app).await;
+    let unknown = &rows[&unknown];
+    assert_eq!(unknown.sent_at, None);
+    let error = unknown.last_error.as_deref().unwrap();
+    assert!(error.contains("newsletter"), "{error}");
+    assert!(unknown.next_attempt_at > 0);
+    let invalid = &rows[&invalid];
+    assert_eq!(invalid.sent_at, None);
+    let error = invalid.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("acceptUrl") && !error.contains(SECRET),
+        "{error}"
+    );
+    let nowhere = &rows[&nowhere];
+    assert_eq!(nowhere.sent_at, None);
+    let error = nowhere.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("recipient is not a valid email address"),
+        "{error}"
+    );
+}
+
+async fn a_crashed_instances_lease_is_taken_over_when_it_expires(backend: Backend) {
+    let app = TestApp::spawn_with(backend, quick_email).await;
+    let now = tandem::domain::time::Timestamp::now().millis();
+    // Claimed by an instance that then died, with a lease still running for an hour.
+    let mut tx = app.db.write.begin().await.unwrap();
+    let id = enqueue(&mut tx, &invitation("ana@example.com", "en"))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE email_outbox SET lease_owner = 'crashed', lease_expires_at = $1")
+        .bind(now + 3_600_000)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let row = &outbox(&app).await[id.as_str()];
+    assert_eq!(row.sent_at, None, "a live lease is respected");
+    assert_eq!(row.lease_owner.as_deref(), Some("crashed"));
+
+    sqlx::query("UPDATE email_outbox SET lease_expires_at = $1")
+        .bind(now - 1)
+        .execute(&app.db.write)
+        .await
+        .unwrap();
+    wait_for(&app, "it is taken over and sent", |rows| {
+        rows[id.as_str()].sent_at.is_some()
+    })
+    .await;
+    let files = std::fs::read_dir(app.config.data_dir.join("mail"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1);
+}
+
+async fn an_enqueue_wakes_the_worker_before_its_next_poll(backend: Backend) {
+    let server = SmtpServer::bind(0).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.poll_interval_ms = 600_000;
+        c.email.smtp = Some(smtp_on(server.port));
+    })
+    .await;
+    let instance = Application::build(app.config.clone()).await.unwrap();
+    let waker = instance.mail_waker();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(instance.run_until(async {
+        let _ = stopped.await;
+    }));
+    // Both workers sleep for ten minutes.
+    let id = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(outbox(&app).await[&id].sent_at, None, "nobody polled");
+    waker.wake();
+    wait_for(&app, "the woken worker sent it", |rows| {
+        rows[&id].sent_at.is_some()
+    })
+    .await;
+    assert_eq!(server.received().len(), 1);
+
+    // Shutting down stops the worker too.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the instance stops promptly")
+        .unwrap()
+        .unwrap();
+}
+
+async fn delivered_messages_are_deleted_after_the_retention_period(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.retain_sent_days = 7;
+    })
+    .await;
+    let day = 86_400_000;
+    let now = tandem::domain::time::Timestamp::now().millis();
+    let mut ids = Vec::new();
+    for (recipient, sent_at) in [
+        ("old@example.com", Some(now - 8 * day)),
+        ("recent@example.com", Some(now - 6 * day)),
+        ("queued@example.com", None),
+    ] {
+        let id = enqueue_one(&app, &invitation(recipient, "en")).await;
+        sqlx::query("UPDATE email_outbox SET sent_at = $1, created_at = $2 WHERE id = $3")
+            .bind(sent_at)
+            .bind(now - 9 * day)
+            .bind(&id)
+            .execute(&app.db.write)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    // Another instance purges on its first round (and hourly after that).
+    let instance = Application::build(app.config.clone()).await.unwrap();
+    tokio::spawn(instance.run_until(std::future::pending()));
+    wait_for(&app, "the old delivered message is gone", |rows| {
+        !rows.contains_key(&ids[0])
+    })
+    .await;
+    wait_for(&app, "the queued one is delivered", |rows| {
+        rows[&ids[2]].sent_at.is_some()
+    })
+    .await;
+    let rows = outbox(&app).await;
+    assert!(rows.contains_key(&ids[1]), "within retention");
+    assert_eq!(rows.len(), 2);
+}
+
+async fn relay_credentials_are_used_and_never_recorded(backend: Backend) {
+    let server = SmtpServer::with_login("tandem", "right-password-4711").await;
+    let login = |password: &str| {
+        let mut smtp = smtp_on(server.port);
+        smtp.username = Some("tandem".into());
+        smtp.password = Some(password.into());
+        smtp
+    };
+    let wrong = login("wrong-password-0815");
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.smtp = Some(wrong);
+    })
+    .await;
+    let id = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
+    wait_for(&app, "the relay refused twice", |rows| {
+        rows[&id].attempts >= 2
+    })
+    .await;
+    let error = outbox(&app).await[&id].last_error.clone().unwrap();
+    assert!(error.contains("535"), "{error}");
+    assert!(!error.contains("password-0815"), "{error}");
+    assert!(server.received().is_empty());
+
+    // The operator fixes the password and restarts: the queued message goes out.
+    let mut fixed = app.config.clone();
+    fixed.email.smtp = Some(login("right-password-4711"));
+    let instance = Application::build(fixed).await.unwrap();
+    tokio::spawn(instance.run_until(std::future::pending()));
+    wait_for(&app, "it is sent", |rows| rows[&id].sent_at.is_some()).await;
+    let received = server.received();
+    assert_eq!(received.len(), 1);
+    assert_invitation(&received[0].data, "ana@example.com", &id);
+}
+
+on_both_backends!(
+    an_smtp_relay_receives_the_rendered_invitation,
+    an_smtp_outage_delays_delivery_but_loses_and_duplicates_nothing,
+    several_instances_share_the_queue_and_send_each_message_once,
+    dev_mode_writes_eml_files_with_the_same_content,
+    a_message_nobody_can_render_stays_queued_and_the_rest_flow,
+    a_crashed_instances_lease_is_taken_over_when_it_expires,
+    an_enqueue_wakes_the_worker_before_its_next_poll,
+    delivered_messages_are_deleted_after_the_retention_period,
+    relay_credentials_are_used_and_never_recorded,
+);
