@@ -8,6 +8,7 @@ use crate::config::{Config, Mode};
 use crate::http::{AppState, rate_limit::RateLimiter, router};
 use crate::store::Db;
 use crate::store::connections::SqlConnections;
+use crate::store::invitations::InvitationRepository;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub struct Application {
     router: axum::Router,
     pub db: Db,
     pub address: SocketAddr,
+    invitations: Arc<dyn InvitationRepository>,
+    sweep_every: std::time::Duration,
 }
 
 /// Installs the process-wide TLS crypto provider used by outgoing HTTPS (OIDC, providers).
@@ -45,6 +48,12 @@ impl Application {
         db.migrate().await?;
         let auth = authenticator(&config).await?;
         let providers = Arc::new(config.effective_providers());
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let address = listener.local_addr()?;
+        let invitations = invitations_context(&config, &db, address)?;
+        let invitation_repo = invitations.repo.clone();
         let state = AppState {
             limiter: Arc::new(RateLimiter::new(
                 config.rate_limit.per_second,
@@ -53,17 +62,16 @@ impl Application {
             connections: Arc::new(SqlConnections::new(db.clone())),
             auth: Arc::new(auth),
             providers,
+            invitations: Arc::new(invitations),
             config: Arc::new(config.clone()),
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
-        let address = listener.local_addr()?;
         Ok(Self {
             listener,
             router: router(state),
             db,
             address,
+            invitations: invitation_repo,
+            sweep_every: std::time::Duration::from_secs(config.invitations.sweep_interval_secs),
         })
     }
 
@@ -72,13 +80,22 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(crate::store::invitations::sweep_until_stopped(
+            self.invitations.clone(),
+            self.sweep_every,
+            stopped,
+        ));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP")?;
+            .context("serving HTTP");
+        let _ = stop.send(true);
+        let _ = sweeper.await;
+        served?;
         self.db.close().await;
         Ok(())
     }
@@ -115,5 +132,47 @@ pub fn dev_credential_headers(
     Ok((
         format!("API-Key: {}", creds.api_key),
         format!("Authorization: Bearer {}", creds.token(request)?),
+    ))
+}
+
+// ---- Invitations ----------------------------------------------------------------------
+
+/// The Invitations operations' shared context: storage, entitlements (the local table, or the
+/// configured HTTP service), the secret key (dev mode generates one) and the public base URL.
+fn invitations_context(
+    config: &Config,
+    db: &Db,
+    address: SocketAddr,
+) -> anyhow::Result<crate::http::invitations::InvitationsContext> {
+    use crate::domain::sealed::SecretBox;
+    use crate::store::entitlements::{Entitlements, HttpEntitlements, TableEntitlements};
+    let settings = config.invitations.clone();
+    let key = match (&settings.secret_key, config.mode) {
+        (Some(key), _) => key.clone(),
+        (None, Mode::Dev) => {
+            let dir = config.data_dir.join("dev");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::auth::dev::read_or_generate(
+                &dir.join("invitation-secret-key"),
+                SecretBox::generate_key,
+            )?
+        }
+        (None, Mode::Production) => anyhow::bail!("production mode needs invitations.secret_key"),
+    };
+    let secrets = SecretBox::from_base64(&key).context("invitations.secret_key")?;
+    let entitlements: Arc<dyn Entitlements> = match &settings.entitlements_url {
+        Some(url) => Arc::new(HttpEntitlements::new(http_client()?, url.clone())),
+        None => Arc::new(TableEntitlements::new(db.clone())),
+    };
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
+    Ok(crate::http::invitations::InvitationsContext::new(
+        Arc::new(crate::store::invitations::SqlInvitations::new(db.clone())),
+        entitlements,
+        secrets,
+        settings,
+        public_url,
     ))
 }

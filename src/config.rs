@@ -33,6 +33,7 @@ pub struct Config {
     /// Audience connection providers by the name clients use (`provider.name`). Without any,
     /// dev mode offers one `file` provider named `file`.
     pub providers: BTreeMap<String, ProviderConfig>,
+    pub invitations: InvitationsConfig,
 }
 
 /// One configured provider.
@@ -145,6 +146,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             institution: InstitutionConfig::default(),
             providers: BTreeMap::new(),
+            invitations: InvitationsConfig::default(),
         }
     }
 }
@@ -305,6 +307,7 @@ impl Config {
         {
             bail!("database.url must start with sqlite: or postgres://");
         }
+        self.invitations.check(self.mode)?;
         Ok(())
     }
 
@@ -324,6 +327,79 @@ impl Config {
                 self.data_dir.join("tandem.sqlite3").display()
             )
         })
+    }
+}
+
+// ---- Invitations ------------------------------------------------------------------------
+
+/// `[invitations]`: expiry, resend and verification limits, the secret key, entitlements.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvitationsConfig {
+    /// Base64 of 32 random bytes that seal shared secrets at rest (required in production;
+    /// dev mode generates one into `<data_dir>/dev/invitation-secret-key`).
+    pub secret_key: Option<String>,
+    /// Days from creation until a `sent` invitation expires.
+    pub expiry_days: i64,
+    /// How many times an invitation's email may be re-sent after the first.
+    pub resend_limit: i64,
+    /// Wrong secrets after which an invitation locks (until the inviter sets a new secret).
+    pub max_failed_verifications: i64,
+    /// Verification attempts one client address may make per window before it is blocked.
+    pub verify_max_attempts_per_ip: u32,
+    pub verify_window_secs: u64,
+    /// How long a blocked address gets 429.
+    pub verify_block_secs: u64,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy only).
+    pub trust_forwarded_for: bool,
+    /// How often the sweeper persists expired invitations.
+    pub sweep_interval_secs: u64,
+    /// Entitlements from a bank's HTTP service instead of the local table.
+    pub entitlements_url: Option<String>,
+}
+
+impl Default for InvitationsConfig {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            expiry_days: 30,
+            resend_limit: 3,
+            max_failed_verifications: 5,
+            verify_max_attempts_per_ip: 10,
+            verify_window_secs: 300,
+            verify_block_secs: 900,
+            trust_forwarded_for: false,
+            sweep_interval_secs: 60,
+            entitlements_url: None,
+        }
+    }
+}
+
+impl InvitationsConfig {
+    pub fn check(&self, mode: Mode) -> anyhow::Result<()> {
+        match &self.secret_key {
+            Some(key) => {
+                crate::domain::sealed::SecretBox::from_base64(key)
+                    .context("invitations.secret_key")?;
+            }
+            None if mode == Mode::Production => {
+                bail!("production mode needs invitations.secret_key (base64 of 32 random bytes)")
+            }
+            None => {}
+        }
+        if self.expiry_days < 1 {
+            bail!("invitations.expiry_days must be at least 1");
+        }
+        if self.resend_limit < 0 || self.max_failed_verifications < 1 {
+            bail!("invitations.resend_limit must be >= 0 and max_failed_verifications >= 1");
+        }
+        if self.verify_max_attempts_per_ip < 1 || self.verify_window_secs < 1 {
+            bail!("invitations.verify_max_attempts_per_ip and verify_window_secs must be >= 1");
+        }
+        if self.sweep_interval_secs < 1 {
+            bail!("invitations.sweep_interval_secs must be at least 1");
+        }
+        Ok(())
     }
 }
 

@@ -1,9 +1,12 @@
 //! The domain: identifiers, states, rules and validation. Plain Rust, no I/O.
 
+pub mod attempts;
 pub mod connection;
 pub mod etag;
 pub mod ids;
+pub mod invitation;
 pub mod rate_limit;
+pub mod sealed;
 pub mod time;
 pub mod user;
 

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod invitations;
 pub mod openapi;
 pub mod rate_limit;
 
@@ -34,6 +35,7 @@ pub struct AppState {
     pub limiter: Arc<rate_limit::RateLimiter>,
     pub connections: Arc<dyn ConnectionRepository>,
     pub providers: Arc<BTreeMap<String, ProviderConfig>>,
+    pub invitations: Arc<invitations::InvitationsContext>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .nest("/bankingAdmin", admin)
+        .merge(invitations::api::routes())
         .route("/health", get(|| async { "ok" }))
         .fallback(unknown_path)
         .with_state(state)

@@ -2,6 +2,8 @@
 
 pub mod connections;
 pub mod db;
+pub mod entitlements;
+pub mod invitations;
 pub mod outbox;
 mod sql;
 
