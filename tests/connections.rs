@@ -81,6 +81,35 @@ async fn create_answers_201_with_location_etag_and_pending_state(backend: Backen
     assert_eq!(json(res).await, body);
 }
 
+/// The wire shapes, pinned: any change to a representation shows up as a snapshot diff.
+async fn representations_match_their_snapshots(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (created, _) = create(&app, "590c0c441f3241de9526").await;
+    let redactions = |v: &Value| {
+        let mut v = v.clone();
+        for field in ["id", "createdAt", "updatedAt"] {
+            if v.get(field).is_some() {
+                v[field] = json!(format!("[{field}]"));
+            }
+        }
+        if let Some(instance) = v.get("instance").and_then(Value::as_str) {
+            v["instance"] = json!(instance.split('#').next().unwrap().to_owned() + "#[id]");
+        }
+        if v.get("occurredAt").is_some() {
+            v["occurredAt"] = json!("[occurredAt]");
+        }
+        v
+    };
+    insta::assert_json_snapshot!("connection", redactions(&created));
+    let res = app
+        .as_admin(Method::POST, BASE)
+        .json(&new_connection("590c0c441f3241de9526", "file"))
+        .send()
+        .await
+        .unwrap();
+    insta::assert_json_snapshot!("conflict_problem", redactions(&json(res).await));
+}
+
 async fn create_rejects_malformed_bodies_with_400_naming_the_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let cases: Vec<(&str, String, &str)> = vec![
@@ -795,6 +824,7 @@ async fn the_admin_openapi_document_is_served(backend: Backend) {
 
 on_both_backends!(
     create_answers_201_with_location_etag_and_pending_state,
+    representations_match_their_snapshots,
     create_rejects_malformed_bodies_with_400_naming_the_field,
     create_rejects_other_media_types_and_oversized_bodies,
     create_with_an_unconfigured_provider_is_422,

@@ -3,6 +3,7 @@
 pub mod attempts;
 pub mod connection;
 pub mod etag;
+pub mod filter;
 pub mod ids;
 pub mod invitation;
 pub mod rate_limit;

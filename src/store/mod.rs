@@ -5,7 +5,7 @@ pub mod db;
 pub mod entitlements;
 pub mod invitations;
 pub mod outbox;
-mod sql;
+pub mod sql;
 
 pub use db::{Backend, Db};
 

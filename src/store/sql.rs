@@ -1,6 +1,7 @@
 //! Building SQL whose shape depends on the request (filters) with every value bound as a
 //! parameter: text is never spliced into the statement.
 
+use crate::domain::filter::{Filter, Op, SortKey};
 use sqlx::any::AnyArguments;
 use sqlx::{Any, AssertSqlSafe, query::Query};
 
@@ -51,6 +52,87 @@ impl SqlBuilder {
         self
     }
 
+    /// Appends a parsed `filter` as a parenthesized condition. Columns come from the collection's
+    /// `FieldSpec` table, values are bound.
+    pub fn push_filter(&mut self, filter: &Filter) -> &mut Self {
+        match filter {
+            Filter::And(parts) | Filter::Or(parts) => {
+                let joiner = if matches!(filter, Filter::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                self.sql.push('(');
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        self.sql.push_str(joiner);
+                    }
+                    self.push_filter(part);
+                }
+                self.sql.push(')');
+            }
+            Filter::Not(inner) => {
+                self.sql.push_str("(NOT ");
+                self.push_filter(inner);
+                self.sql.push(')');
+            }
+            Filter::Condition(c) => {
+                let text = |v: &String| Param::Text(v.clone());
+                match c.op {
+                    Op::Eq => self
+                        .push(&format!("({} = ", c.column))
+                        .bind(text(&c.values[0]))
+                        .push(")"),
+                    Op::Ne => self
+                        .push(&format!("({0} IS NULL OR {0} <> ", c.column))
+                        .bind(text(&c.values[0]))
+                        .push(")"),
+                    Op::In => self
+                        .push(&format!("({} IN ", c.column))
+                        .bind_list(c.values.iter().map(text))
+                        .push(")"),
+                    Op::Contains => {
+                        let pattern = format!("%{}%", escape_like(&c.values[0].to_lowercase()));
+                        self.push(&format!("(LOWER({}) LIKE ", c.column))
+                            .bind(Param::Text(pattern))
+                            .push(" ESCAPE '\\')")
+                    }
+                    Op::Search => {
+                        // A word starts the text or follows a separator.
+                        let word = escape_like(&c.values[0].to_lowercase());
+                        self.sql.push('(');
+                        for (i, prefix) in ["", "% ", "%.", "%@", "%-", "%_", "%/", "%:"]
+                            .iter()
+                            .enumerate()
+                        {
+                            if i > 0 {
+                                self.sql.push_str(" OR ");
+                            }
+                            let separator = prefix.replace('_', "\\_");
+                            self.push(&format!("LOWER({}) LIKE ", c.column))
+                                .bind(Param::Text(format!("{separator}{word}%")))
+                                .push(" ESCAPE '\\'");
+                        }
+                        self.push(")")
+                    }
+                };
+            }
+        }
+        self
+    }
+
+    /// Appends ` ORDER BY` with the keys (nothing for none). Callers add a unique tie-breaker key
+    /// so that pages are stable.
+    pub fn push_order_by(&mut self, keys: &[SortKey]) -> &mut Self {
+        for (i, key) in keys.iter().enumerate() {
+            self.sql.push_str(if i == 0 { " ORDER BY " } else { ", " });
+            self.sql.push_str(key.column);
+            self.sql
+                .push_str(if key.descending { " DESC" } else { " ASC" });
+        }
+        self
+    }
+
     #[cfg(test)]
     pub fn sql(&self) -> &str {
         &self.sql
@@ -68,9 +150,55 @@ impl SqlBuilder {
     }
 }
 
+/// Escapes LIKE's wildcards so that user text matches literally (with `ESCAPE '\'`).
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::filter::{FieldSpec, parse_filter, parse_sort};
+
+    const FIELDS: &[FieldSpec] = &[
+        FieldSpec {
+            name: "state",
+            column: "state",
+            ops: &[Op::Eq, Op::Ne, Op::In],
+            sortable: true,
+        },
+        FieldSpec {
+            name: "email",
+            column: "email",
+            ops: &[Op::Contains, Op::Search],
+            sortable: false,
+        },
+    ];
+
+    #[test]
+    fn filters_compile_to_placeholders_only() {
+        let f = parse_filter(
+            r#"and(in(state,sent|"x'); DROP TABLE t; --"),not(contains(email,"50%_off")))"#,
+            FIELDS,
+        )
+        .unwrap();
+        let mut b = SqlBuilder::new("SELECT 1 FROM t WHERE ");
+        b.push_filter(&f)
+            .push_order_by(&parse_sort("-state", FIELDS).unwrap());
+        assert_eq!(
+            b.sql(),
+            "SELECT 1 FROM t WHERE ((state IN ($1, $2)) AND (NOT (LOWER(email) LIKE $3 ESCAPE '\\'))) ORDER BY state DESC"
+        );
+        assert_eq!(b.params[1], Param::Text("x'); DROP TABLE t; --".into()));
+        assert_eq!(b.params[2], Param::Text("%50\\%\\_off%".into()));
+    }
 
     #[test]
     fn numbers_placeholders_in_order() {
