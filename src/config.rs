@@ -479,6 +479,18 @@ mod tests {
     }
 
     #[test]
+    fn invitation_settings_are_checked() {
+        let err = Config::load(None, env(&[("TANDEM_INVITATIONS_SECRET_KEY", "c2hvcnQ=")]))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("secret_key"), "{err:#}");
+        let err = Config::load(None, env(&[("TANDEM_INVITATIONS_EXPIRY_DAYS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("expiry_days"), "{err}");
+        let c = Config::load(None, env(&[("TANDEM_INVITATIONS_RESEND_LIMIT", "7")])).unwrap();
+        assert_eq!(c.invitations.resend_limit, 7);
+        assert_eq!(c.invitations.expiry_days, 30);
+    }
+
+    #[test]
     fn env_names_follow_the_paths() {
         assert_eq!(env_name("database.url"), "TANDEM_DATABASE_URL");
         assert_eq!(
@@ -513,7 +525,7 @@ mod tests {
 
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\n[auth.oidc]\ndiscovery_url = \"https://idp/.well-known/openid-configuration\"\naudience = \"tandem\"\n[[auth.api_keys]]\nname = \"web\"\nsha256 = \"".to_owned() + &"ab".repeat(32) + "\"\n",
+            "listen = \"0.0.0.0:9000\"\n[invitations]\nsecret_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n[auth.oidc]\ndiscovery_url = \"https://idp/.well-known/openid-configuration\"\naudience = \"tandem\"\n[[auth.api_keys]]\nname = \"web\"\nsha256 = \"".to_owned() + &"ab".repeat(32) + "\"\n",
         )
         .unwrap();
         let c = Config::load(Some(&file), env(&[])).unwrap();

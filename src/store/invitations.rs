@@ -3,6 +3,7 @@
 use super::outbox::{OutboxMessage, enqueue};
 use super::sql::{Param, SqlBuilder};
 use super::{Backend, Db, StoreError};
+use crate::domain::filter::{Condition, Filter, Op, SortKey};
 use crate::domain::ids::ResourceId;
 use crate::domain::invitation::{Invitation, InvitationState, InvitationType};
 use crate::domain::time::Timestamp;
@@ -10,6 +11,58 @@ use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+
+/// The fields of `filter` and `sortBy` (the seed's getInvitations), over the columns of the
+/// listing query (`effective_state` is the state as of now, expiry derived).
+pub const FIELDS: &[crate::domain::filter::FieldSpec] = {
+    use crate::domain::filter::FieldSpec;
+    const TEXT: &[Op] = &[Op::Eq, Op::Contains, Op::Search];
+    const ENUM: &[Op] = &[Op::Eq, Op::Ne, Op::In];
+    &[
+        FieldSpec {
+            name: "state",
+            column: "effective_state",
+            ops: ENUM,
+            sortable: true,
+        },
+        FieldSpec {
+            name: "type",
+            column: "type",
+            ops: ENUM,
+            sortable: true,
+        },
+        FieldSpec {
+            name: "emailAddress",
+            column: "email_address",
+            ops: TEXT,
+            sortable: false,
+        },
+        FieldSpec {
+            name: "accountUri",
+            column: "account_uri",
+            ops: TEXT,
+            sortable: false,
+        },
+        FieldSpec {
+            name: "organizationUri",
+            column: "organization_uri",
+            ops: TEXT,
+            sortable: false,
+        },
+        FieldSpec {
+            name: "createdBy",
+            column: "created_by",
+            ops: TEXT,
+            sortable: false,
+        },
+        FieldSpec {
+            name: "customerId",
+            column: "customer_id",
+            ops: TEXT,
+            sortable: false,
+        },
+    ]
+};
 
 /// Who may see which invitations.
 #[derive(Debug, Clone)]
@@ -36,6 +89,10 @@ pub struct InvitationQuery {
     pub organization_uris: Vec<String>,
     /// `q`: a case-insensitive substring of the names, the email address or the inviter's name.
     pub search: Option<String>,
+    /// The `filter` expression, over the columns of `FIELDS`.
+    pub filter: Option<Filter>,
+    /// `sortBy`; creation order breaks ties and is the default.
+    pub sort: Vec<SortKey>,
     pub start: i64,
     pub limit: i64,
 }
@@ -131,19 +188,6 @@ fn invitation_from_row(row: &AnyRow) -> Result<Invitation, StoreError> {
     })
 }
 
-/// `%text%` for LIKE, with the wildcard characters of `text` escaped (`ESCAPE '\'`).
-fn contains_pattern(text: &str) -> String {
-    let mut out = String::from("%");
-    for c in text.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
 fn texts<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Param> {
     values
         .into_iter()
@@ -202,27 +246,22 @@ fn push_matching(q: &mut SqlBuilder, query: &InvitationQuery, now: Timestamp) {
             .bind_list(texts(query.organization_uris.iter().map(String::as_str)));
     }
     if let Some(search) = &query.search {
-        let pattern = contains_pattern(search);
-        q.push(" AND (");
-        for (i, column) in [
-            "first_name",
-            "last_name",
-            "email_address",
-            "inviter_full_name",
-        ]
-        .iter()
-        .enumerate()
-        {
-            if i > 0 {
-                q.push(" OR ");
-            }
-            q.push("LOWER(COALESCE(")
-                .push(column)
-                .push(", '')) LIKE ")
-                .bind(Param::Text(pattern.clone()))
-                .push(" ESCAPE '\\'");
-        }
-        q.push(")");
+        let contains = |column| {
+            Filter::Condition(Condition {
+                op: Op::Contains,
+                column,
+                values: vec![search.clone()],
+            })
+        };
+        q.push(" AND ").push_filter(&Filter::Or(vec![
+            contains("first_name"),
+            contains("last_name"),
+            contains("email_address"),
+            contains("inviter_full_name"),
+        ]));
+    }
+    if let Some(filter) = &query.filter {
+        q.push(" AND ").push_filter(filter);
     }
 }
 
@@ -287,7 +326,12 @@ impl InvitationRepository for SqlInvitations {
         let total: i64 = count.build().fetch_one(&self.db.read).await?.try_get("n")?;
         let mut page = SqlBuilder::new(concat!("SELECT ", columns!()));
         push_matching(&mut page, query, now);
-        page.push(" ORDER BY created_at, id LIMIT ")
+        if query.sort.is_empty() {
+            page.push(" ORDER BY created_at, id");
+        } else {
+            page.push_order_by(&query.sort).push(", created_at, id");
+        }
+        page.push(" LIMIT ")
             .bind(Param::Int(query.limit))
             .push(" OFFSET ")
             .bind(Param::Int(query.start));
@@ -396,12 +440,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn like_patterns_escape_wildcards() {
-        assert_eq!(contains_pattern("Ab"), "%ab%");
-        assert_eq!(contains_pattern("50%_x\\"), "%50\\%\\_x\\\\%");
-    }
-
-    #[test]
     fn customers_are_confined_to_their_own_and_entitled_invitations() {
         let mut q = SqlBuilder::new("SELECT 1");
         push_matching(
@@ -417,6 +455,8 @@ mod tests {
                 account_uris: vec![],
                 organization_uris: vec![],
                 search: None,
+                filter: None,
+                sort: vec![],
                 start: 0,
                 limit: 10,
             },

@@ -7,6 +7,7 @@ use super::{
 };
 use crate::auth::Caller;
 use crate::domain::etag::Condition;
+use crate::domain::filter::{SyntaxError, parse_filter, parse_sort};
 use crate::domain::ids::ResourceId;
 use crate::domain::invitation::{
     Changed, Invitation, InvitationState, InvitationType, NewInvitation, NewInvitationInput,
@@ -16,7 +17,7 @@ use crate::domain::time::Timestamp;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{IfMatch, IfNoneMatch, JsonBody, authenticate, path_id};
-use crate::store::invitations::{Effect, InvitationQuery, Visibility};
+use crate::store::invitations::{Effect, FIELDS, InvitationQuery, Visibility};
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -498,6 +499,17 @@ pub async fn list(
             |v| parse_resource_uri("organizationUri", v).ok(),
         )?,
         search,
+        filter: params
+            .filter
+            .as_deref()
+            .map(|f| parse_filter(f, FIELDS).map_err(|e| syntax_error("filter", &e)))
+            .transpose()?,
+        sort: params
+            .sort_by
+            .as_deref()
+            .map(|s| parse_sort(s, FIELDS).map_err(|e| syntax_error("sortBy", &e)))
+            .transpose()?
+            .unwrap_or_default(),
         start,
         limit,
     };
@@ -511,6 +523,16 @@ pub async fn list(
         bodies.push(ctx.body(inv, access)?);
     }
     Ok(page_response(start, limit, count, raw.as_deref(), bodies))
+}
+
+fn syntax_error(field: &str, err: &SyntaxError) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalidQuery",
+        "Invalid Query",
+        format!("{field} {err}"),
+    )
+    .with_attributes(json!({ "field": field, "position": err.position }))
 }
 
 fn empty_page(start: i64, limit: i64, raw: Option<&str>) -> Result<Response, ApiError> {
