@@ -242,8 +242,8 @@ fn token_request(
 
 /// Replaces the local entitlements table with the file's rows, all or nothing.
 async fn import_entitlements(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let rows = crate::store::entitlements::parse_csv(&text)
         .with_context(|| format!("parsing {}", file.display()))?;
     if config.database.url.is_none() {

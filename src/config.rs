@@ -480,8 +480,8 @@ mod tests {
 
     #[test]
     fn invitation_settings_are_checked() {
-        let err = Config::load(None, env(&[("TANDEM_INVITATIONS_SECRET_KEY", "c2hvcnQ=")]))
-            .unwrap_err();
+        let err =
+            Config::load(None, env(&[("TANDEM_INVITATIONS_SECRET_KEY", "c2hvcnQ=")])).unwrap_err();
         assert!(format!("{err:#}").contains("secret_key"), "{err:#}");
         let err = Config::load(None, env(&[("TANDEM_INVITATIONS_EXPIRY_DAYS", "0")])).unwrap_err();
         assert!(err.to_string().contains("expiry_days"), "{err}");
