@@ -299,7 +299,7 @@ impl InvitationRepository for SqlInvitations {
         .bind(i.expires_at.millis())
         .execute(&mut *tx)
         .await?;
-        enqueue(&mut *tx, email).await?;
+        enqueue(&mut tx, email).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -387,7 +387,7 @@ impl InvitationRepository for SqlInvitations {
         .execute(&mut *tx)
         .await?;
         if let Some(message) = email {
-            enqueue(&mut *tx, &message).await?;
+            enqueue(&mut tx, &message).await?;
         }
         tx.commit().await?;
         Ok(Some(invitation))
