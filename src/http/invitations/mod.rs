@@ -206,18 +206,17 @@ impl InvitationsContext {
         caller: &Caller,
         inv: &Invitation,
     ) -> Result<Option<Access>, ApiError> {
-        if caller.admin {
-            return Ok(Some(Access::Staff));
+        if caller.admin || inv.customer_id == caller.user.id {
+            return Ok(access_given(caller, inv, &[]));
         }
-        if inv.customer_id == caller.user.id {
-            return Ok(Some(Access::Owner));
-        }
-        let held = self.entitlements.of_customer(&caller.user.id).await?;
-        let entitled = held.iter().any(|e| {
-            Some(e.resource_uri.as_str()) == inv.account_uri.as_deref()
-                || Some(e.resource_uri.as_str()) == inv.organization_uri.as_deref()
-        });
-        Ok(entitled.then_some(Access::Viewer))
+        let held: Vec<String> = self
+            .entitlements
+            .of_customer(&caller.user.id)
+            .await?
+            .into_iter()
+            .map(|e| e.resource_uri)
+            .collect();
+        Ok(access_given(caller, inv, &held))
     }
 
     /// The invitation if the caller may see it, else 404 (whether or not it exists).
@@ -258,6 +257,18 @@ impl InvitationsContext {
     pub fn is_locked(&self, inv: &Invitation) -> bool {
         inv.is_locked(self.settings.max_failed_verifications)
     }
+}
+
+/// What the caller may do with `inv`, given the resources they hold.
+pub fn access_given(caller: &Caller, inv: &Invitation, held: &[String]) -> Option<Access> {
+    if caller.admin {
+        return Some(Access::Staff);
+    }
+    if inv.customer_id == caller.user.id {
+        return Some(Access::Owner);
+    }
+    let holds = |uri: &Option<String>| uri.as_ref().is_some_and(|u| held.contains(u));
+    (holds(&inv.account_uri) || holds(&inv.organization_uri)).then_some(Access::Viewer)
 }
 
 impl Claimed<'_> {
