@@ -216,6 +216,10 @@ pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
         "institution.enabled_features.customerAudienceConnections",
         ValueKind::Bool,
     ),
+    ("invitations.secret_key", ValueKind::Text),
+    ("invitations.expiry_days", ValueKind::Integer),
+    ("invitations.resend_limit", ValueKind::Integer),
+    ("invitations.trust_forwarded_for", ValueKind::Bool),
 ];
 
 #[derive(Debug, Clone, Copy)]
