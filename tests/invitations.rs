@@ -422,6 +422,58 @@ async fn scopes_and_credentials_are_required(backend: Backend) {
     assert_eq!(res.status(), 200);
 }
 
+/// The representation with the volatile parts (id, base URL, times, error ids) replaced.
+fn redacted(app: &TestApp, id: &str, value: &Value) -> Value {
+    let text = value
+        .to_string()
+        .replace(id, "[id]")
+        .replace(&app.base, "[base]");
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    for field in ["createdAt", "updatedAt", "expiresAt"] {
+        if v.get(field).is_some() {
+            v[field] = json!(format!("[{field}]"));
+        }
+    }
+    if let Some(error) = v.get_mut("_error") {
+        error["_id"] = json!("[errorId]");
+        error["occurredAt"] = json!("[occurredAt]");
+    }
+    v
+}
+
+async fn representations_match_their_snapshots(backend: Backend) {
+    let app = spawn(backend).await;
+    let (created, _) = create(&app, "Max.Peck@nasa.example.com").await;
+    let id = id_of(&created);
+    insta::assert_json_snapshot!("invitation", redacted(&app, &id, &created));
+    let seen_by_bob = json(
+        app.with(
+            &app.customer(BOB),
+            Method::GET,
+            &format!("{COLLECTION}/{id}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    insta::assert_json_snapshot!(
+        "invitation_seen_by_joint_owner",
+        redacted(&app, &id, &seen_by_bob)
+    );
+    assert_eq!(verify(&app, &id, SECRET, "127.0.0.1").await.status(), 200);
+    let res = app
+        .with(
+            &app.customer(ALICE),
+            Method::POST,
+            &format!("/invitations/revoked?invitation={id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    insta::assert_json_snapshot!("not_revokable_error", redacted(&app, &id, &json(res).await));
+}
+
 // ---- read -----------------------------------------------------------------------------
 
 async fn get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners(backend: Backend) {
@@ -1478,6 +1530,19 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
     );
     let res = app
         .client
+        .post(app.url("/invitations/accept"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("invitationId=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.text().await.unwrap().contains("incomplete"),
+        "an HTML page, too"
+    );
+    let res = app
+        .client
         .get(app.url("/invitations/accept"))
         .send()
         .await
@@ -1554,6 +1619,7 @@ on_both_backends!(
     create_rejects_bad_bodies_with_400_naming_the_field_and_stores_nothing,
     create_enforces_entitlements_types_and_joint_owner_rules,
     scopes_and_credentials_are_required,
+    representations_match_their_snapshots,
     get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners,
     another_customer_can_neither_read_change_nor_act_on_an_invitation,
     list_pages_with_count_and_hal_links,

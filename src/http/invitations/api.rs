@@ -113,7 +113,7 @@ pub struct InvitationBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     pub inviter_full_name: String,
-    /// Shown to the inviter and to staff only.
+    /// Shown to the inviter and to staff only (as is `identification`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 8)]
     pub shared_secret: Option<String>,
@@ -265,7 +265,8 @@ impl InvitationsContext {
             email_address: inv.email_address.clone(),
             first_name: inv.first_name.clone(),
             last_name: inv.last_name.clone(),
-            identification: inv.identification.clone(),
+            // Government id digits, like the secret, stay with the inviter and staff.
+            identification: inv.identification.clone().filter(|_| access.may_act()),
             account_uri: inv.account_uri.clone(),
             organization_uri: inv.organization_uri.clone(),
             role: inv.role.clone(),

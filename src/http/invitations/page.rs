@@ -5,6 +5,7 @@ use super::{Claimed, Verification};
 use crate::domain::invitation::{Refusal, negotiate_locale};
 use crate::http::AppState;
 use axum::Form;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -189,10 +190,18 @@ pub async fn submit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Form(form): Form<PageForm>,
+    form: Result<Form<PageForm>, FormRejection>,
 ) -> Response {
     let locale = locale_of(&headers);
     let t = texts(locale);
+    let Ok(Form(form)) = form else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            locale,
+            Some((t.missing, false)),
+            None,
+        );
+    };
     let ctx = &state.invitations;
     let ip = ctx.client_ip(peer, &headers);
     let id = form.invitation_id.as_str();
