@@ -48,3 +48,11 @@ CREATE TABLE entitlements (
 );
 
 CREATE INDEX entitlements_resource ON entitlements (resource_uri);
+
+-- Verification attempts per client address, shared by every instance (verifyInvitation's 429).
+CREATE TABLE verification_attempts (
+    client TEXT PRIMARY KEY,
+    window_start BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    blocked_until BIGINT NOT NULL
+);

@@ -8,7 +8,6 @@ use crate::config::{Config, Mode};
 use crate::http::{AppState, rate_limit::RateLimiter, router};
 use crate::store::Db;
 use crate::store::connections::SqlConnections;
-use crate::store::invitations::InvitationRepository;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +18,7 @@ pub struct Application {
     router: axum::Router,
     pub db: Db,
     pub address: SocketAddr,
-    invitations: Arc<dyn InvitationRepository>,
-    sweep_every: std::time::Duration,
+    invitations: Arc<crate::http::invitations::InvitationsContext>,
 }
 
 /// Installs the process-wide TLS crypto provider used by outgoing HTTPS (OIDC, providers).
@@ -52,8 +50,7 @@ impl Application {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let address = listener.local_addr()?;
-        let invitations = invitations_context(&config, &db, address)?;
-        let invitation_repo = invitations.repo.clone();
+        let invitations = Arc::new(invitations_context(&config, &db, address)?);
         let state = AppState {
             limiter: Arc::new(RateLimiter::new(
                 config.rate_limit.per_second,
@@ -62,7 +59,7 @@ impl Application {
             connections: Arc::new(SqlConnections::new(db.clone())),
             auth: Arc::new(auth),
             providers,
-            invitations: Arc::new(invitations),
+            invitations: invitations.clone(),
             config: Arc::new(config.clone()),
         };
         Ok(Self {
@@ -70,8 +67,7 @@ impl Application {
             router: router(state),
             db,
             address,
-            invitations: invitation_repo,
-            sweep_every: std::time::Duration::from_secs(config.invitations.sweep_interval_secs),
+            invitations,
         })
     }
 
@@ -81,11 +77,7 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let sweeper = tokio::spawn(crate::store::invitations::sweep_until_stopped(
-            self.invitations.clone(),
-            self.sweep_every,
-            stopped,
-        ));
+        let sweeper = tokio::spawn(self.invitations.clone().sweep_until_stopped(stopped));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -171,6 +163,7 @@ fn invitations_context(
     Ok(crate::http::invitations::InvitationsContext::new(
         Arc::new(crate::store::invitations::SqlInvitations::new(db.clone())),
         entitlements,
+        Arc::new(crate::store::attempts::SqlAttempts::new(db.clone())),
         secrets,
         settings,
         public_url,

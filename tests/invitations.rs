@@ -1361,6 +1361,29 @@ async fn a_thousand_wrong_secrets_from_one_address_get_429_and_never_accept(back
         view["verificationCount"], 4,
         "blocked attempts never reach the invitation"
     );
+    // The block is in the database: another instance's counter refuses the address too.
+    use tandem::store::attempts::{AttemptCounter, SqlAttempts};
+    let limit = tandem::domain::attempts::AttemptLimit {
+        max_attempts: 4,
+        window_ms: 300_000,
+        block_ms: 900_000,
+    };
+    let now = tandem::domain::time::Timestamp::now().millis();
+    let other_instance = SqlAttempts::new(app.db.clone());
+    assert!(
+        other_instance
+            .try_attempt("203.0.113.7", limit, now)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert!(
+        other_instance
+            .try_attempt("198.51.100.99", limit, now)
+            .await
+            .unwrap()
+            .is_ok()
+    );
     // Another address, with the invitation still under its lock threshold, succeeds.
     let res = verify(&app, &id, SECRET, "198.51.100.20").await;
     assert_eq!(res.status(), 200);

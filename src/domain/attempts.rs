@@ -8,11 +8,11 @@ pub struct AttemptLimit {
     pub block_ms: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Attempts {
-    window_start_ms: i64,
-    count: u32,
-    blocked_until_ms: i64,
+    pub window_start_ms: i64,
+    pub count: u32,
+    pub blocked_until_ms: i64,
 }
 
 impl Attempts {
@@ -32,11 +32,6 @@ impl Attempts {
         }
         self.count += 1;
         Ok(())
-    }
-
-    /// Nothing left to remember: the window and any block are over.
-    pub fn is_stale(&self, limit: AttemptLimit, now_ms: i64) -> bool {
-        now_ms >= self.blocked_until_ms && now_ms - self.window_start_ms >= limit.window_ms
     }
 }
 
@@ -62,7 +57,6 @@ mod tests {
         }
         assert_eq!(a.try_attempt(LIMIT, 1_000), Err(300));
         assert_eq!(a.try_attempt(LIMIT, 100_000), Err(201), "still blocked");
-        assert!(!a.is_stale(LIMIT, 100_000));
         assert!(a.try_attempt(LIMIT, 301_000).is_ok(), "block over");
     }
 
@@ -73,6 +67,5 @@ mod tests {
             a.try_attempt(LIMIT, 0).unwrap();
         }
         assert!(a.try_attempt(LIMIT, 60_000).is_ok());
-        assert!(a.is_stale(LIMIT, 120_000));
     }
 }

@@ -415,26 +415,6 @@ impl InvitationRepository for SqlInvitations {
     }
 }
 
-/// The expiry sweeper: persists expired invitations every `every` until `stop` turns true.
-/// Running it on several instances at once is harmless: the update is idempotent.
-pub async fn sweep_until_stopped(
-    repo: std::sync::Arc<dyn InvitationRepository>,
-    every: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut ticks = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => match repo.sweep_expired(Timestamp::now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(expired = n, "invitations expired"),
-                Err(err) => tracing::warn!(error = format!("{err:#}"), "expiring invitations failed"),
-            },
-            _ = stop.changed() => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

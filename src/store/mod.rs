@@ -1,5 +1,6 @@
 //! Storage adapters: SQL over SQLite or PostgreSQL.
 
+pub mod attempts;
 pub mod connections;
 pub mod db;
 pub mod entitlements;

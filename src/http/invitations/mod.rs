@@ -8,19 +8,20 @@ pub mod page;
 use super::error::ApiError;
 use crate::auth::Caller;
 use crate::config::InvitationsConfig;
-use crate::domain::attempts::{AttemptLimit, Attempts};
+use crate::domain::attempts::AttemptLimit;
 use crate::domain::ids::ResourceId;
 use crate::domain::invitation::{Invitation, InvitationState, Refusal};
 use crate::domain::sealed::{SecretBox, secrets_match};
 use crate::domain::time::Timestamp;
+use crate::store::attempts::AttemptCounter;
 use crate::store::entitlements::Entitlements;
 use crate::store::invitations::{Effect, InvitationRepository};
 use crate::store::outbox::OutboxMessage;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub const BASE: &str = "/invitations";
 pub const COLLECTION: &str = "/invitations/invitations";
@@ -33,7 +34,7 @@ pub struct InvitationsContext {
     pub settings: InvitationsConfig,
     /// The externally visible base URL, for the accept-page link (no trailing slash).
     pub public_url: String,
-    attempts: Mutex<HashMap<IpAddr, Attempts>>,
+    pub attempts: Arc<dyn AttemptCounter>,
 }
 
 /// What the caller may do with one invitation they can see.
@@ -94,12 +95,11 @@ pub struct Claimed<'a> {
     pub identification: Option<&'a str>,
 }
 
-const PRUNE_ABOVE: usize = 10_000;
-
 impl InvitationsContext {
     pub fn new(
         repo: Arc<dyn InvitationRepository>,
         entitlements: Arc<dyn Entitlements>,
+        attempts: Arc<dyn AttemptCounter>,
         secrets: SecretBox,
         settings: InvitationsConfig,
         public_url: String,
@@ -110,7 +110,7 @@ impl InvitationsContext {
             secrets,
             settings,
             public_url: public_url.trim_end_matches('/').to_owned(),
-            attempts: Mutex::new(HashMap::new()),
+            attempts,
         }
     }
 
@@ -139,16 +139,6 @@ impl InvitationsContext {
         peer.ip()
     }
 
-    fn count_attempt(&self, ip: IpAddr) -> Result<(), u64> {
-        let limit = self.attempt_limit();
-        let now = Timestamp::now().millis();
-        let mut map = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > PRUNE_ABOVE {
-            map.retain(|_, a| !a.is_stale(limit, now));
-        }
-        map.entry(ip).or_default().try_attempt(limit, now)
-    }
-
     /// The invitee's verification: counts the attempt against the client address, then
     /// compares the secret (and any identity data) against the locked invitation, accepting
     /// it at most once.
@@ -159,7 +149,15 @@ impl InvitationsContext {
         secret: &str,
         claimed: &Claimed<'_>,
     ) -> Result<Verification, ApiError> {
-        if let Err(retry_after) = self.count_attempt(ip) {
+        let counted = self
+            .attempts
+            .try_attempt(
+                &ip.to_string(),
+                self.attempt_limit(),
+                Timestamp::now().millis(),
+            )
+            .await?;
+        if let Err(retry_after) = counted {
             return Ok(Verification::TooManyAttempts(retry_after));
         }
         let Ok(id) = ResourceId::parse("invitationId", invitation_id) else {
@@ -256,6 +254,39 @@ impl InvitationsContext {
 
     pub fn is_locked(&self, inv: &Invitation) -> bool {
         inv.is_locked(self.settings.max_failed_verifications)
+    }
+
+    /// The background sweeper: every `sweep_interval_secs`, persists expired invitations and
+    /// forgets finished per-address attempt windows, until `stop` turns true. Running it on
+    /// several instances at once is harmless: both statements are idempotent.
+    pub async fn sweep_until_stopped(
+        self: Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut ticks =
+            tokio::time::interval(Duration::from_secs(self.settings.sweep_interval_secs));
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.sweep().await,
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn sweep(&self) {
+        let now = Timestamp::now();
+        match self.repo.sweep_expired(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "invitations expired"),
+            Err(err) => tracing::warn!(error = format!("{err:#}"), "expiring invitations failed"),
+        }
+        let window = self.attempt_limit().window_ms;
+        if let Err(err) = self.attempts.prune(now.millis() - window).await {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                "pruning verification attempts failed"
+            );
+        }
     }
 }
 
