@@ -367,8 +367,9 @@ pub async fn get_labels(
     require_scope(&caller, Scope::Read)?;
     let locale = locale_of(&headers);
     let mut res = hal(StatusCode::OK, &labels(locale));
-    res.headers_mut()
-        .insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(locale));
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(locale));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
     Ok(res)
 }
 

@@ -155,6 +155,7 @@ fn page(
     if let Ok(lang) = HeaderValue::from_str(locale) {
         headers.insert(header::CONTENT_LANGUAGE, lang);
     }
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
     res
 }
 
