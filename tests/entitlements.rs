@@ -95,7 +95,8 @@ async fn an_unreachable_source_fails_closed(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 500);
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "30");
     let listed = app
         .with(
             &app.customer("customer-alice"),
@@ -107,7 +108,7 @@ async fn an_unreachable_source_fails_closed(backend: Backend) {
         .unwrap();
     assert_eq!(
         listed.status(),
-        500,
+        503,
         "never a list that ignores entitlements"
     );
 }

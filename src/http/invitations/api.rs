@@ -460,15 +460,10 @@ pub async fn list(
             return empty_page(start, limit, raw.as_deref());
         }
     }
-    let held: Vec<String> = if caller.admin {
+    let held = if caller.admin {
         Vec::new()
     } else {
-        ctx.entitlements
-            .of_customer(&caller.user.id)
-            .await?
-            .into_iter()
-            .map(|e| e.resource_uri)
-            .collect()
+        ctx.held_by(&caller.user.id).await?
     };
     let visibility = if caller.admin {
         Visibility::All
@@ -693,26 +688,28 @@ async fn check_inviter(
     }
     if let Some(resource) = new.resource_uri()
         && !caller.admin
+        && !ctx
+            .held_by(&caller.user.id)
+            .await?
+            .iter()
+            .any(|r| r == resource)
     {
-        let held = ctx.entitlements.of_customer(&caller.user.id).await?;
-        if !held.iter().any(|e| e.resource_uri == resource) {
-            let field = if new.kind == InvitationType::Joint {
-                "accountUri"
-            } else {
-                "organizationUri"
-            };
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "notEntitled",
-                "Not Entitled",
-                format!("You may not invite people to this {field}"),
-            )
-            .with_attributes(json!({ "field": field })));
-        }
+        let field = if new.kind == InvitationType::Joint {
+            "accountUri"
+        } else {
+            "organizationUri"
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "notEntitled",
+            "Not Entitled",
+            format!("You may not invite people to this {field}"),
+        )
+        .with_attributes(json!({ "field": field })));
     }
     if new.kind == InvitationType::Joint
         && let Some(account) = &new.account_uri
-        && ctx.entitlements.joint_owners_disabled(account).await?
+        && ctx.joint_owners_disabled(account).await?
     {
         return Err(ApiError::conflict(
             "jointOwnersDisabled",

@@ -207,14 +207,25 @@ impl InvitationsContext {
         if caller.admin || inv.customer_id == caller.user.id {
             return Ok(access_given(caller, inv, &[]));
         }
-        let held: Vec<String> = self
-            .entitlements
-            .of_customer(&caller.user.id)
-            .await?
-            .into_iter()
-            .map(|e| e.resource_uri)
-            .collect();
+        let held = self.held_by(&caller.user.id).await?;
         Ok(access_given(caller, inv, &held))
+    }
+
+    /// The accounts and organizations a customer holds. An entitlements source that fails makes
+    /// the request fail with 503: answering without it could show or allow too much.
+    pub async fn held_by(&self, customer_id: &str) -> Result<Vec<String>, ApiError> {
+        self.entitlements
+            .of_customer(customer_id)
+            .await
+            .map(|held| held.into_iter().map(|e| e.resource_uri).collect())
+            .map_err(entitlements_unavailable)
+    }
+
+    pub async fn joint_owners_disabled(&self, account_uri: &str) -> Result<bool, ApiError> {
+        self.entitlements
+            .joint_owners_disabled(account_uri)
+            .await
+            .map_err(entitlements_unavailable)
     }
 
     /// The invitation if the caller may see it, else 404 (whether or not it exists).
@@ -314,6 +325,18 @@ impl Claimed<'_> {
             && same(self.last_name, &inv.last_name)
             && same(self.identification, &inv.identification)
     }
+}
+
+fn entitlements_unavailable(err: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = format!("{err:#}"), "entitlements lookup failed");
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "entitlementsUnavailable",
+        "Service Unavailable",
+        "Account entitlements cannot be checked right now; retry later",
+    );
+    e.retry_after_secs = Some(30);
+    e
 }
 
 pub fn not_found(id: &ResourceId) -> ApiError {
