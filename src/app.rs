@@ -19,6 +19,7 @@ pub struct Application {
     mail: crate::mail::DeliveryWorker,
     pub db: Db,
     pub address: SocketAddr,
+    invitations: Arc<crate::http::invitations::InvitationsContext>,
 }
 
 /// Installs the process-wide TLS crypto provider used by outgoing HTTPS (OIDC, providers).
@@ -47,6 +48,11 @@ impl Application {
         let auth = authenticator(&config).await?;
         let providers = Arc::new(config.effective_providers());
         let mail = crate::mail::worker(&config, db.clone())?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let address = listener.local_addr()?;
+        let invitations = Arc::new(invitations_context(&config, &db, address)?);
         let state = AppState {
             limiter: Arc::new(RateLimiter::new(
                 config.rate_limit.per_second,
@@ -55,19 +61,17 @@ impl Application {
             connections: Arc::new(SqlConnections::new(db.clone())),
             auth: Arc::new(auth),
             providers,
+            invitations: invitations.clone(),
             config: Arc::new(config.clone()),
             mail: mail.waker(),
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
-        let address = listener.local_addr()?;
         Ok(Self {
             listener,
             router: router(state),
             mail,
             db,
             address,
+            invitations,
         })
     }
 
@@ -83,6 +87,8 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let mail = self.mail.spawn();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(self.invitations.clone().sweep_until_stopped(stopped));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -91,6 +97,8 @@ impl Application {
             .await
             .context("serving HTTP");
         mail.stop().await;
+        let _ = stop.send(true);
+        let _ = sweeper.await;
         served?;
         self.db.close().await;
         Ok(())
@@ -128,5 +136,48 @@ pub fn dev_credential_headers(
     Ok((
         format!("API-Key: {}", creds.api_key),
         format!("Authorization: Bearer {}", creds.token(request)?),
+    ))
+}
+
+// ---- Invitations ----------------------------------------------------------------------
+
+/// The Invitations operations' shared context: storage, entitlements (the local table, or the
+/// configured HTTP service), the secret key (dev mode generates one) and the public base URL.
+fn invitations_context(
+    config: &Config,
+    db: &Db,
+    address: SocketAddr,
+) -> anyhow::Result<crate::http::invitations::InvitationsContext> {
+    use crate::domain::sealed::SecretBox;
+    use crate::store::entitlements::{Entitlements, HttpEntitlements, TableEntitlements};
+    let settings = config.invitations.clone();
+    let key = match (&settings.secret_key, config.mode) {
+        (Some(key), _) => key.clone(),
+        (None, Mode::Dev) => {
+            let dir = config.data_dir.join("dev");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::auth::dev::read_or_generate(
+                &dir.join("invitation-secret-key"),
+                SecretBox::generate_key,
+            )?
+        }
+        (None, Mode::Production) => anyhow::bail!("production mode needs invitations.secret_key"),
+    };
+    let secrets = SecretBox::from_base64(&key).context("invitations.secret_key")?;
+    let entitlements: Arc<dyn Entitlements> = match &settings.entitlements_url {
+        Some(url) => Arc::new(HttpEntitlements::new(http_client()?, url.clone())),
+        None => Arc::new(TableEntitlements::new(db.clone())),
+    };
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
+    Ok(crate::http::invitations::InvitationsContext::new(
+        Arc::new(crate::store::invitations::SqlInvitations::new(db.clone())),
+        entitlements,
+        Arc::new(crate::store::attempts::SqlAttempts::new(db.clone())),
+        secrets,
+        settings,
+        public_url,
     ))
 }

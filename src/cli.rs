@@ -3,6 +3,7 @@
 use crate::app::{Application, dev_credential_headers};
 use crate::auth::dev::TokenRequest;
 use crate::config::{Config, Mode};
+use crate::http::invitations::doc::InvitationsApi;
 use crate::http::openapi::AdminApi;
 use crate::store::Db;
 use anyhow::Context;
@@ -88,11 +89,28 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Manage the local entitlements table (who holds which accounts and organizations).
+    Entitlements {
+        #[command(subcommand)]
+        action: EntitlementsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum EntitlementsAction {
+    /// Replace the table with a CSV file: `customerId,resourceUri,role[,jointOwnersDisabled]`.
+    Import {
+        #[command(flatten)]
+        common: Common,
+        /// The CSV file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ApiName {
     Admin,
+    Invitations,
 }
 
 pub fn main() -> ExitCode {
@@ -164,6 +182,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Openapi { api } => {
             let doc = match api {
                 ApiName::Admin => AdminApi::openapi(),
+                ApiName::Invitations => InvitationsApi::openapi(),
             };
             println!("{}", doc.to_pretty_json()?);
             Ok(())
@@ -177,6 +196,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 provider.redact_secrets();
             }
             config.email.redact_secrets();
+            if config.invitations.secret_key.is_some() {
+                config.invitations.secret_key = Some("***".into());
+            }
             println!(
                 "# configuration is valid ({:?} mode)\n{}",
                 config.mode,
@@ -184,6 +206,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Entitlements {
+            action: EntitlementsAction::Import { common, file },
+        } => import_entitlements(&load(&common, None)?, &file).await,
         Command::HashApiKey => {
             let mut key = String::new();
             std::io::stdin()
@@ -232,6 +257,26 @@ fn token_request(
         }),
         ttl_secs: ttl,
     }
+}
+
+/// Replaces the local entitlements table with the file's rows, all or nothing.
+async fn import_entitlements(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let rows = crate::store::entitlements::parse_csv(&text)
+        .with_context(|| format!("parsing {}", file.display()))?;
+    if config.database.url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    let db = Db::connect(&config.database_url(), 2).await?;
+    db.migrate().await?;
+    crate::store::entitlements::TableEntitlements::new(db.clone())
+        .replace_all(&rows)
+        .await
+        .context("storing the entitlements")?;
+    db.close().await;
+    eprintln!("imported {} entitlements", rows.len());
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

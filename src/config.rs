@@ -35,6 +35,7 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Outgoing email (see `EmailConfig`).
     pub email: EmailConfig,
+    pub invitations: InvitationsConfig,
 }
 
 /// One configured provider.
@@ -148,6 +149,7 @@ impl Default for Config {
             institution: InstitutionConfig::default(),
             providers: BTreeMap::new(),
             email: EmailConfig::default(),
+            invitations: InvitationsConfig::default(),
         }
     }
 }
@@ -223,6 +225,10 @@ pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
     ("email.smtp.tls", ValueKind::Text),
     ("email.smtp.username", ValueKind::Text),
     ("email.smtp.password", ValueKind::Text),
+    ("invitations.secret_key", ValueKind::Text),
+    ("invitations.expiry_days", ValueKind::Integer),
+    ("invitations.resend_limit", ValueKind::Integer),
+    ("invitations.trust_forwarded_for", ValueKind::Bool),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -315,6 +321,7 @@ impl Config {
             bail!("database.url must start with sqlite: or postgres://");
         }
         self.email.check()?;
+        self.invitations.check(self.mode)?;
         Ok(())
     }
 
@@ -334,6 +341,79 @@ impl Config {
                 self.data_dir.join("tandem.sqlite3").display()
             )
         })
+    }
+}
+
+// ---- Invitations ------------------------------------------------------------------------
+
+/// `[invitations]`: expiry, resend and verification limits, the secret key, entitlements.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvitationsConfig {
+    /// Base64 of 32 random bytes that seal shared secrets at rest (required in production;
+    /// dev mode generates one into `<data_dir>/dev/invitation-secret-key`).
+    pub secret_key: Option<String>,
+    /// Days from creation until a `sent` invitation expires.
+    pub expiry_days: i64,
+    /// How many times an invitation's email may be re-sent after the first.
+    pub resend_limit: i64,
+    /// Wrong secrets after which an invitation locks (until the inviter sets a new secret).
+    pub max_failed_verifications: i64,
+    /// Verification attempts one client address may make per window before it is blocked.
+    pub verify_max_attempts_per_ip: u32,
+    pub verify_window_secs: u64,
+    /// How long a blocked address gets 429.
+    pub verify_block_secs: u64,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy only).
+    pub trust_forwarded_for: bool,
+    /// How often the sweeper persists expired invitations.
+    pub sweep_interval_secs: u64,
+    /// Entitlements from a bank's HTTP service instead of the local table.
+    pub entitlements_url: Option<String>,
+}
+
+impl Default for InvitationsConfig {
+    fn default() -> Self {
+        Self {
+            secret_key: None,
+            expiry_days: 30,
+            resend_limit: 3,
+            max_failed_verifications: 5,
+            verify_max_attempts_per_ip: 10,
+            verify_window_secs: 300,
+            verify_block_secs: 900,
+            trust_forwarded_for: false,
+            sweep_interval_secs: 60,
+            entitlements_url: None,
+        }
+    }
+}
+
+impl InvitationsConfig {
+    pub fn check(&self, mode: Mode) -> anyhow::Result<()> {
+        match &self.secret_key {
+            Some(key) => {
+                crate::domain::sealed::SecretBox::from_base64(key)
+                    .context("invitations.secret_key")?;
+            }
+            None if mode == Mode::Production => {
+                bail!("production mode needs invitations.secret_key (base64 of 32 random bytes)")
+            }
+            None => {}
+        }
+        if self.expiry_days < 1 {
+            bail!("invitations.expiry_days must be at least 1");
+        }
+        if self.resend_limit < 0 || self.max_failed_verifications < 1 {
+            bail!("invitations.resend_limit must be >= 0 and max_failed_verifications >= 1");
+        }
+        if self.verify_max_attempts_per_ip < 1 || self.verify_window_secs < 1 {
+            bail!("invitations.verify_max_attempts_per_ip and verify_window_secs must be >= 1");
+        }
+        if self.sweep_interval_secs < 1 {
+            bail!("invitations.sweep_interval_secs must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -528,6 +608,18 @@ mod tests {
     }
 
     #[test]
+    fn invitation_settings_are_checked() {
+        let err =
+            Config::load(None, env(&[("TANDEM_INVITATIONS_SECRET_KEY", "c2hvcnQ=")])).unwrap_err();
+        assert!(format!("{err:#}").contains("secret_key"), "{err:#}");
+        let err = Config::load(None, env(&[("TANDEM_INVITATIONS_EXPIRY_DAYS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("expiry_days"), "{err}");
+        let c = Config::load(None, env(&[("TANDEM_INVITATIONS_RESEND_LIMIT", "7")])).unwrap();
+        assert_eq!(c.invitations.resend_limit, 7);
+        assert_eq!(c.invitations.expiry_days, 30);
+    }
+
+    #[test]
     fn env_names_follow_the_paths() {
         assert_eq!(env_name("database.url"), "TANDEM_DATABASE_URL");
         assert_eq!(
@@ -562,7 +654,7 @@ mod tests {
 
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\n[auth.oidc]\ndiscovery_url = \"https://idp/.well-known/openid-configuration\"\naudience = \"tandem\"\n[[auth.api_keys]]\nname = \"web\"\nsha256 = \"".to_owned() + &"ab".repeat(32) + "\"\n",
+            "listen = \"0.0.0.0:9000\"\n[invitations]\nsecret_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n[auth.oidc]\ndiscovery_url = \"https://idp/.well-known/openid-configuration\"\naudience = \"tandem\"\n[[auth.api_keys]]\nname = \"web\"\nsha256 = \"".to_owned() + &"ab".repeat(32) + "\"\n",
         )
         .unwrap();
         let c = Config::load(Some(&file), env(&[])).unwrap();

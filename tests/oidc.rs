@@ -56,6 +56,7 @@ async fn tokens_from_the_configured_issuer_are_accepted_and_others_refused() {
     let discovery_url = format!("{issuer}/.well-known/openid-configuration");
     let app = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.mode = Mode::Production;
+        c.invitations.secret_key = Some(tandem::domain::sealed::SecretBox::generate_key());
         c.auth.oidc = Some(OidcConfig {
             discovery_url,
             audience: "tandem".into(),

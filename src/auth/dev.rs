@@ -84,7 +84,10 @@ fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-fn read_or_generate(path: &Path, generate: impl FnOnce() -> String) -> anyhow::Result<String> {
+pub(crate) fn read_or_generate(
+    path: &Path,
+    generate: impl FnOnce() -> String,
+) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {

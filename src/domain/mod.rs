@@ -1,10 +1,13 @@
 //! The domain: identifiers, states, rules and validation. Plain Rust, no I/O.
 
+pub mod attempts;
 pub mod connection;
 pub mod etag;
 pub mod filter;
 pub mod ids;
+pub mod invitation;
 pub mod rate_limit;
+pub mod sealed;
 pub mod time;
 pub mod user;
 

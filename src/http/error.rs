@@ -380,6 +380,8 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
         && res.headers().get(header::CONTENT_TYPE).is_none_or(|ct| {
             !ct.as_bytes().starts_with(b"application/problem+json")
                 && !ct.as_bytes().starts_with(b"application/hal+json")
+                // The invitee's accept page answers its errors as HTML pages.
+                && !ct.as_bytes().starts_with(b"text/html")
         });
     if is_bare_error {
         return with_allow(render(&ApiError::from_status(status), format, &facts), &res);

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod invitations;
 pub mod openapi;
 pub mod rate_limit;
 
@@ -36,6 +37,7 @@ pub struct AppState {
     pub providers: Arc<BTreeMap<String, ProviderConfig>>,
     /// Call `wake()` after committing a transaction that enqueued email.
     pub mail: crate::mail::MailWaker,
+    pub invitations: Arc<invitations::InvitationsContext>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .nest("/bankingAdmin", admin)
+        .merge(invitations::api::routes())
         .route("/health", get(|| async { "ok" }))
         .fallback(unknown_path)
         .with_state(state)

@@ -85,7 +85,7 @@ fn status_description(status: u16) -> &'static str {
     }
 }
 
-fn operations(doc: &mut OpenApiDoc) -> impl Iterator<Item = &mut Operation> {
+pub(crate) fn operations(doc: &mut OpenApiDoc) -> impl Iterator<Item = &mut Operation> {
     doc.paths.paths.values_mut().flat_map(|item| {
         [
             &mut item.get,

@@ -1,7 +1,10 @@
 //! Storage adapters: SQL over SQLite or PostgreSQL.
 
+pub mod attempts;
 pub mod connections;
 pub mod db;
+pub mod entitlements;
+pub mod invitations;
 pub mod outbox;
 pub mod sql;
 

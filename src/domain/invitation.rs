@@ -1,0 +1,653 @@
+//! Invitations: states, types, the rules for new invitations and for each action.
+
+use super::{ValidationError, check_text, etag, ids::ResourceId, time::Timestamp};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvitationState {
+    Sent,
+    Accepted,
+    Completed,
+    Revoked,
+    Expired,
+}
+
+impl InvitationState {
+    pub const ALL: [InvitationState; 5] = [
+        Self::Sent,
+        Self::Accepted,
+        Self::Completed,
+        Self::Revoked,
+        Self::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Accepted => "accepted",
+            Self::Completed => "completed",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+impl fmt::Display for InvitationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvitationType {
+    Joint,
+    AuthorizedSigner,
+    ProductPromotion,
+}
+
+impl InvitationType {
+    pub const ALL: [InvitationType; 3] =
+        [Self::Joint, Self::AuthorizedSigner, Self::ProductPromotion];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Joint => "joint",
+            Self::AuthorizedSigner => "authorizedSigner",
+            Self::ProductPromotion => "productPromotion",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+}
+
+/// One invitation as stored. `sealed_secret` is the AEAD-sealed shared secret, never the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invitation {
+    pub id: ResourceId,
+    pub kind: InvitationType,
+    pub state: InvitationState,
+    pub email_address: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub identification: Option<String>,
+    pub account_uri: Option<String>,
+    pub organization_uri: Option<String>,
+    pub role: Option<String>,
+    pub inviter_full_name: String,
+    pub sealed_secret: String,
+    pub attributes: Option<serde_json::Value>,
+    pub verification_count: i64,
+    pub failed_verifications: i64,
+    pub send_count: i64,
+    /// The inviter's username.
+    pub created_by: String,
+    /// The inviter's customer id (the token subject's user id): the owner.
+    pub customer_id: String,
+    pub revision: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// Why an action is refused in the invitation's current state (409s, each with the seed's type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotRevokable(InvitationState),
+    NotCompletable(InvitationState),
+    NotResendable(InvitationState),
+    ResendLimitReached(i64),
+    NotUpdatable(InvitationState),
+    Expired,
+    Revoked,
+    NotVerifiable(InvitationState),
+    Locked,
+}
+
+/// Whether an accepted action changed anything (an idempotent repeat does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    Yes,
+    No,
+}
+
+impl Invitation {
+    /// The invitation as it is at `now`: a `sent` invitation past its expiry is `expired`, with
+    /// the revision and update time the sweeper gives it, so the entity tag does not change when
+    /// the sweeper persists it.
+    pub fn as_of(mut self, now: Timestamp) -> Self {
+        if self.state == InvitationState::Sent && self.expires_at <= now {
+            self.state = InvitationState::Expired;
+            self.revision += 1;
+            self.updated_at = self.expires_at.max(self.updated_at);
+        }
+        self
+    }
+
+    pub fn etag(&self) -> String {
+        etag::for_revision(self.revision)
+    }
+
+    /// Too many wrong secrets since the secret was last set.
+    pub fn is_locked(&self, max_failures: i64) -> bool {
+        self.failed_verifications >= max_failures
+    }
+
+    fn touch(&mut self, now: Timestamp) {
+        self.revision += 1;
+        self.updated_at = now.max(self.updated_at);
+    }
+
+    /// Revoke: only from `sent`; a repeat on a revoked invitation changes nothing.
+    pub fn revoke(&mut self, now: Timestamp) -> Result<Changed, Refusal> {
+        match self.state {
+            InvitationState::Sent => {
+                self.state = InvitationState::Revoked;
+                self.touch(now);
+                Ok(Changed::Yes)
+            }
+            InvitationState::Revoked => Ok(Changed::No),
+            other => Err(Refusal::NotRevokable(other)),
+        }
+    }
+
+    /// Complete: only from `accepted`; a repeat on a completed invitation changes nothing.
+    pub fn complete(&mut self, now: Timestamp) -> Result<Changed, Refusal> {
+        match self.state {
+            InvitationState::Accepted => {
+                self.state = InvitationState::Completed;
+                self.touch(now);
+                Ok(Changed::Yes)
+            }
+            InvitationState::Completed => Ok(Changed::No),
+            other => Err(Refusal::NotCompletable(other)),
+        }
+    }
+
+    /// How many more times the email may be re-sent under `limit` resends.
+    pub fn resends_left(&self, limit: i64) -> i64 {
+        (limit - (self.send_count - 1)).max(0)
+    }
+
+    /// Resend: only `sent`, at most `limit` times after the first email.
+    pub fn resend(&mut self, now: Timestamp, limit: i64) -> Result<(), Refusal> {
+        if self.state != InvitationState::Sent {
+            return Err(Refusal::NotResendable(self.state));
+        }
+        if self.resends_left(limit) == 0 {
+            return Err(Refusal::ResendLimitReached(limit));
+        }
+        self.send_count += 1;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// A new shared secret (already sealed), only while `sent`; it also lifts a lock.
+    pub fn replace_secret(&mut self, now: Timestamp, sealed: String) -> Result<(), Refusal> {
+        if self.state != InvitationState::Sent {
+            return Err(Refusal::NotUpdatable(self.state));
+        }
+        self.sealed_secret = sealed;
+        self.failed_verifications = 0;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Whether a verification attempt may be compared at all.
+    pub fn check_verifiable(&self, max_failures: i64) -> Result<(), Refusal> {
+        match self.state {
+            InvitationState::Sent if self.is_locked(max_failures) => Err(Refusal::Locked),
+            InvitationState::Sent => Ok(()),
+            InvitationState::Expired => Err(Refusal::Expired),
+            InvitationState::Revoked => Err(Refusal::Revoked),
+            other => Err(Refusal::NotVerifiable(other)),
+        }
+    }
+
+    /// Records a verification attempt after `check_verifiable` passed.
+    pub fn record_verification(&mut self, now: Timestamp, matched: bool) {
+        self.verification_count += 1;
+        if matched {
+            self.state = InvitationState::Accepted;
+        } else {
+            self.failed_verifications += 1;
+        }
+        self.touch(now);
+    }
+}
+
+/// The validated content of a create request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInvitation {
+    pub kind: InvitationType,
+    pub email_address: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub identification: Option<String>,
+    pub account_uri: Option<String>,
+    pub organization_uri: Option<String>,
+    pub role: Option<String>,
+    pub inviter_full_name: String,
+    pub shared_secret: SharedSecret,
+    pub attributes: Option<serde_json::Value>,
+}
+
+/// A shared secret of 8 to 256 characters (the seed's `minLength: 8`; the maximum is tandem's).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedSecret(String);
+
+impl fmt::Debug for SharedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedSecret(***)")
+    }
+}
+
+impl SharedSecret {
+    pub fn parse(field: &str, value: &str) -> Result<Self, ValidationError> {
+        check_text(field, value, 8, 256)?;
+        if value.trim().chars().count() < 8 {
+            return Err(ValidationError::new(
+                field,
+                "must have at least 8 characters besides spaces",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An email address: one `@`, a non-empty local part, a domain with a dot, no spaces, at most
+/// 254 characters. Deliverability is the mail server's business.
+pub fn parse_email(field: &str, value: &str) -> Result<String, ValidationError> {
+    check_text(field, value, 3, 254)?;
+    let valid = match value.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !value.chars().any(char::is_whitespace)
+        }
+        None => false,
+    };
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(ValidationError::new(field, "is not an email address"))
+    }
+}
+
+/// An account or organization URI: 1 to 2048 printable characters without spaces.
+pub fn parse_resource_uri(field: &str, value: &str) -> Result<String, ValidationError> {
+    check_text(field, value, 1, 2048)?;
+    if value.chars().any(char::is_whitespace) {
+        return Err(ValidationError::new(field, "must not contain spaces"));
+    }
+    Ok(value.to_owned())
+}
+
+/// The raw fields of a create request, before validation.
+#[derive(Debug, Default)]
+pub struct NewInvitationInput<'a> {
+    pub kind: &'a str,
+    pub email_address: &'a str,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub identification: Option<&'a str>,
+    pub account_uri: Option<&'a str>,
+    pub organization_uri: Option<&'a str>,
+    pub role: Option<&'a str>,
+    pub inviter_full_name: &'a str,
+    pub shared_secret: &'a str,
+    pub attributes: Option<serde_json::Value>,
+}
+
+fn optional_text(
+    field: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<Option<String>, ValidationError> {
+    value
+        .map(|v| check_text(field, v, 1, max).map(|()| v.to_owned()))
+        .transpose()
+}
+
+impl NewInvitation {
+    /// Checks the fields and the type rules: `joint` needs `accountUri`, `authorizedSigner` needs
+    /// `organizationUri`, and `role` belongs to `authorizedSigner` only.
+    pub fn parse(input: NewInvitationInput<'_>) -> Result<Self, ValidationError> {
+        let kind = InvitationType::parse(input.kind).ok_or_else(|| {
+            ValidationError::new(
+                "type",
+                "must be joint, authorizedSigner or productPromotion",
+            )
+        })?;
+        let identification = input
+            .identification
+            .map(|v| {
+                if v.len() == 4 && v.bytes().all(|b| b.is_ascii_digit()) {
+                    Ok(v.to_owned())
+                } else {
+                    Err(ValidationError::new(
+                        "identification",
+                        "must be the last 4 digits of the government id",
+                    ))
+                }
+            })
+            .transpose()?;
+        let account_uri = input
+            .account_uri
+            .map(|v| parse_resource_uri("accountUri", v))
+            .transpose()?;
+        let organization_uri = input
+            .organization_uri
+            .map(|v| parse_resource_uri("organizationUri", v))
+            .transpose()?;
+        match kind {
+            InvitationType::Joint if account_uri.is_none() => {
+                return Err(ValidationError::new(
+                    "accountUri",
+                    "is required for a joint invitation",
+                ));
+            }
+            InvitationType::AuthorizedSigner if organization_uri.is_none() => {
+                return Err(ValidationError::new(
+                    "organizationUri",
+                    "is required for an authorizedSigner invitation",
+                ));
+            }
+            _ => {}
+        }
+        if kind != InvitationType::AuthorizedSigner && input.role.is_some() {
+            return Err(ValidationError::new(
+                "role",
+                "applies to authorizedSigner invitations only",
+            ));
+        }
+        check_text("inviterFullName", input.inviter_full_name, 1, 200)?;
+        if let Some(attributes) = &input.attributes
+            && !attributes.is_object()
+        {
+            return Err(ValidationError::new("attributes", "must be an object"));
+        }
+        Ok(Self {
+            kind,
+            email_address: parse_email("emailAddress", input.email_address)?,
+            first_name: optional_text("firstName", input.first_name, 100)?,
+            last_name: optional_text("lastName", input.last_name, 100)?,
+            identification,
+            account_uri,
+            organization_uri,
+            role: optional_text("role", input.role, 100)?,
+            inviter_full_name: input.inviter_full_name.to_owned(),
+            shared_secret: SharedSecret::parse("sharedSecret", input.shared_secret)?,
+            attributes: input.attributes,
+        })
+    }
+
+    /// The resource whose holders may see the invitation and must entitle the inviter.
+    pub fn resource_uri(&self) -> Option<&str> {
+        match self.kind {
+            InvitationType::Joint => self.account_uri.as_deref(),
+            InvitationType::AuthorizedSigner => self.organization_uri.as_deref(),
+            InvitationType::ProductPromotion => None,
+        }
+    }
+}
+
+/// The response language: `es` when the weighted `Accept-Language` prefers Spanish over
+/// English, else `en`.
+pub fn negotiate_locale(accept_language: Option<&str>) -> &'static str {
+    let Some(header) = accept_language else {
+        return "en";
+    };
+    let mut best: Option<(f32, &'static str)> = None;
+    for part in header.split(',') {
+        let mut pieces = part.split(';');
+        let tag = pieces.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = pieces
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let primary = tag.split('-').next().unwrap_or("");
+        let locale = match primary {
+            "es" => "es",
+            "en" => "en",
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, locale));
+        }
+    }
+    best.map_or("en", |(_, l)| l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn input<'a>() -> NewInvitationInput<'a> {
+        NewInvitationInput {
+            kind: "joint",
+            email_address: "Max.Peck@nasa.example.com",
+            account_uri: Some("https://api.example.com/accounts/account/7443d485"),
+            inviter_full_name: "Maxine Peck",
+            shared_secret: "obsolete obese octopus",
+            ..Default::default()
+        }
+    }
+
+    fn invitation() -> Invitation {
+        let new = NewInvitation::parse(input()).unwrap();
+        Invitation {
+            id: ResourceId::generate(),
+            kind: new.kind,
+            state: InvitationState::Sent,
+            email_address: new.email_address,
+            first_name: None,
+            last_name: None,
+            identification: None,
+            account_uri: new.account_uri,
+            organization_uri: None,
+            role: None,
+            inviter_full_name: new.inviter_full_name,
+            sealed_secret: "sealed".into(),
+            attributes: None,
+            verification_count: 0,
+            failed_verifications: 0,
+            send_count: 1,
+            created_by: "maxinepeck123".into(),
+            customer_id: "customer-1".into(),
+            revision: 1,
+            created_at: Timestamp::from_millis(1000),
+            updated_at: Timestamp::from_millis(1000),
+            expires_at: Timestamp::from_millis(10_000),
+        }
+    }
+
+    #[test]
+    fn type_rules() {
+        assert!(NewInvitation::parse(input()).is_ok());
+        let e = NewInvitation::parse(NewInvitationInput {
+            account_uri: None,
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "accountUri");
+        let e = NewInvitation::parse(NewInvitationInput {
+            kind: "authorizedSigner",
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "organizationUri");
+        let e = NewInvitation::parse(NewInvitationInput {
+            role: Some("signer"),
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "role");
+        let e = NewInvitation::parse(NewInvitationInput {
+            kind: "cousin",
+            ..input()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "type");
+        let promo = NewInvitation::parse(NewInvitationInput {
+            kind: "productPromotion",
+            account_uri: None,
+            ..input()
+        })
+        .unwrap();
+        assert_eq!(promo.resource_uri(), None);
+    }
+
+    #[test]
+    fn field_checks_name_the_field() {
+        for (case, field) in [
+            (
+                NewInvitationInput {
+                    shared_secret: "short",
+                    ..input()
+                },
+                "sharedSecret",
+            ),
+            (
+                NewInvitationInput {
+                    shared_secret: "   a    ",
+                    ..input()
+                },
+                "sharedSecret",
+            ),
+            (
+                NewInvitationInput {
+                    email_address: "no-at-sign",
+                    ..input()
+                },
+                "emailAddress",
+            ),
+            (
+                NewInvitationInput {
+                    identification: Some("12345"),
+                    ..input()
+                },
+                "identification",
+            ),
+            (
+                NewInvitationInput {
+                    inviter_full_name: "",
+                    ..input()
+                },
+                "inviterFullName",
+            ),
+            (
+                NewInvitationInput {
+                    attributes: Some(serde_json::json!([1])),
+                    ..input()
+                },
+                "attributes",
+            ),
+        ] {
+            assert_eq!(NewInvitation::parse(case).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = SharedSecret::parse("s", "obsolete obese octopus").unwrap();
+        assert!(!format!("{s:?}").contains("octopus"));
+    }
+
+    #[test]
+    fn expiry_is_derived_with_the_sweepers_revision() {
+        let inv = invitation();
+        let before = inv.clone().as_of(Timestamp::from_millis(9_999));
+        assert_eq!(before.state, InvitationState::Sent);
+        let after = inv.as_of(Timestamp::from_millis(10_000));
+        assert_eq!(after.state, InvitationState::Expired);
+        assert_eq!(after.revision, 2);
+        assert_eq!(after.updated_at, Timestamp::from_millis(10_000));
+    }
+
+    #[test]
+    fn revoke_and_complete_follow_the_state_machine() {
+        let now = Timestamp::from_millis(2000);
+        let mut inv = invitation();
+        assert_eq!(inv.revoke(now), Ok(Changed::Yes));
+        assert_eq!(inv.revision, 2);
+        assert_eq!(inv.revoke(now), Ok(Changed::No));
+        assert_eq!(inv.revision, 2);
+        assert_eq!(
+            inv.complete(now),
+            Err(Refusal::NotCompletable(InvitationState::Revoked))
+        );
+        let mut inv = invitation();
+        inv.record_verification(now, true);
+        assert_eq!(inv.state, InvitationState::Accepted);
+        assert_eq!(
+            inv.revoke(now),
+            Err(Refusal::NotRevokable(InvitationState::Accepted))
+        );
+        assert_eq!(inv.complete(now), Ok(Changed::Yes));
+        assert_eq!(inv.complete(now), Ok(Changed::No));
+    }
+
+    #[test]
+    fn resend_limit() {
+        let now = Timestamp::from_millis(2000);
+        let mut inv = invitation();
+        assert_eq!(inv.resends_left(2), 2);
+        inv.resend(now, 2).unwrap();
+        inv.resend(now, 2).unwrap();
+        assert_eq!(inv.resend(now, 2), Err(Refusal::ResendLimitReached(2)));
+        assert_eq!(inv.send_count, 3);
+    }
+
+    #[test]
+    fn wrong_secrets_lock_until_the_secret_changes() {
+        let now = Timestamp::from_millis(2000);
+        let mut inv = invitation();
+        for _ in 0..3 {
+            inv.check_verifiable(3).unwrap();
+            inv.record_verification(now, false);
+        }
+        assert_eq!(inv.check_verifiable(3), Err(Refusal::Locked));
+        assert_eq!(inv.verification_count, 3);
+        inv.replace_secret(now, "new".into()).unwrap();
+        assert!(inv.check_verifiable(3).is_ok());
+        inv.state = InvitationState::Revoked;
+        assert_eq!(inv.check_verifiable(3), Err(Refusal::Revoked));
+        assert_eq!(
+            inv.replace_secret(now, "x".into()),
+            Err(Refusal::NotUpdatable(InvitationState::Revoked))
+        );
+    }
+
+    #[test]
+    fn locale_negotiation() {
+        assert_eq!(negotiate_locale(None), "en");
+        assert_eq!(negotiate_locale(Some("es-MX,es;q=0.9")), "es");
+        assert_eq!(negotiate_locale(Some("fr, en;q=0.5, es;q=0.8")), "es");
+        assert_eq!(negotiate_locale(Some("fr")), "en");
+        assert_eq!(negotiate_locale(Some("es;q=0")), "en");
+    }
+
+    proptest! {
+        #[test]
+        fn email_parser_never_panics_and_rejects_spaces(s in "\\PC{0,80}") {
+            if let Ok(e) = parse_email("emailAddress", &s) {
+                prop_assert!(!e.contains(' '));
+                prop_assert!(e.contains('@'));
+            }
+        }
+    }
+}

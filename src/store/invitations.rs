@@ -1,0 +1,454 @@
+//! Invitations in SQL, and their emails in the outbox in the same transaction.
+
+use super::outbox::{OutboxMessage, enqueue};
+use super::sql::{Param, SqlBuilder};
+use super::{Backend, Db, StoreError};
+use crate::domain::filter::{Condition, Filter, Op, SortKey};
+use crate::domain::ids::ResourceId;
+use crate::domain::invitation::{Invitation, InvitationState, InvitationType};
+use crate::domain::time::Timestamp;
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// The fields of `filter` and `sortBy` (the seed's getInvitations), over the columns of the
+/// listing query (`effective_state` is the state as of now, expiry derived).
+pub const FIELDS: &[crate::domain::filter::FieldSpec] = {
+    use crate::domain::filter::FieldSpec;
+    const TEXT: &[Op] = &[Op::Eq, Op::Contains, Op::Search];
+    const ENUM: &[Op] = &[Op::Eq, Op::Ne, Op::In];
+    &[
+        FieldSpec {
+            name: "state",
+            column: "effective_state",
+            ops: ENUM,
+            sortable: true,
+        },
+        FieldSpec {
+            name: "type",
+            column: "type",
+            ops: ENUM,
+            sortable: true,
+        },
+        FieldSpec {
+            name: "emailAddress",
+            column: "email_address",
+            ops: TEXT,
+            sortable: false,
+        },
+        FieldSpec {
+            name: "accountUri",
+            column: "account_uri",
+            ops: TEXT,
+            sortable: false,
+        },
+        FieldSpec {
+            name: "organizationUri",
+            column: "organization_uri",
+            ops: TEXT,
+            sortable: false,
+        },
+        FieldSpec {
+            name: "createdBy",
+            column: "created_by",
+            ops: TEXT,
+            sortable: false,
+        },
+        FieldSpec {
+            name: "customerId",
+            column: "customer_id",
+            ops: TEXT,
+            sortable: false,
+        },
+    ]
+};
+
+/// Who may see which invitations.
+#[derive(Debug, Clone)]
+pub enum Visibility {
+    /// Staff see every invitation.
+    All,
+    /// A customer sees their own invitations and those on the accounts or organizations they
+    /// are entitled to.
+    Customer {
+        customer_id: String,
+        resources: Vec<String>,
+    },
+}
+
+/// A list request: subset parameters, search, sort and the page.
+#[derive(Debug, Clone)]
+pub struct InvitationQuery {
+    pub visibility: Visibility,
+    pub states: Vec<InvitationState>,
+    pub types: Vec<InvitationType>,
+    /// Compared case-insensitively.
+    pub email_addresses: Vec<String>,
+    pub account_uris: Vec<String>,
+    pub organization_uris: Vec<String>,
+    /// `q`: a case-insensitive substring of the names, the email address or the inviter's name.
+    pub search: Option<String>,
+    /// The `filter` expression, over the columns of `FIELDS`.
+    pub filter: Option<Filter>,
+    /// `sortBy`; creation order breaks ties and is the default.
+    pub sort: Vec<SortKey>,
+    pub start: i64,
+    pub limit: i64,
+}
+
+/// What a change to one invitation writes.
+#[derive(Debug)]
+pub enum Effect {
+    /// Nothing (a refusal, a failed precondition, or an idempotent repeat).
+    None,
+    Save,
+    /// Save and queue this email in the same transaction.
+    SaveAndSend(OutboxMessage),
+}
+
+/// A change applied to the invitation as it is when locked; returns what to write.
+pub type Change<'a> = &'a mut (dyn FnMut(&mut Invitation) -> Effect + Send);
+
+#[async_trait]
+pub trait InvitationRepository: Send + Sync {
+    /// Stores a new invitation and queues its email in one transaction.
+    async fn insert(
+        &self,
+        invitation: &Invitation,
+        email: &OutboxMessage,
+    ) -> Result<(), StoreError>;
+    /// The invitation as of now (expiry derived), if it exists.
+    async fn get(&self, id: &ResourceId) -> Result<Option<Invitation>, StoreError>;
+    /// One page of the matching invitations (as of now) and the number of all matches.
+    async fn list(&self, query: &InvitationQuery) -> Result<(Vec<Invitation>, i64), StoreError>;
+    /// Applies `change` atomically to the locked row; the invitation afterwards, or None when
+    /// there is none.
+    async fn modify(
+        &self,
+        id: &ResourceId,
+        change: Change<'_>,
+    ) -> Result<Option<Invitation>, StoreError>;
+    async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError>;
+    /// Persists the expiry of every `sent` invitation past its time; returns how many.
+    async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+}
+
+pub struct SqlInvitations {
+    db: Db,
+}
+
+impl SqlInvitations {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, type, state, email_address, first_name, last_name, identification, account_uri, \
+         organization_uri, role, inviter_full_name, sealed_secret, attributes, \
+         verification_count, failed_verifications, send_count, created_by, customer_id, \
+         revision, created_at, updated_at, expires_at"
+    };
+}
+
+fn invitation_from_row(row: &AnyRow) -> Result<Invitation, StoreError> {
+    let kind: String = row.try_get("type")?;
+    let state: String = row.try_get("state")?;
+    let attributes: Option<String> = row.try_get("attributes")?;
+    Ok(Invitation {
+        id: ResourceId::from_trusted(row.try_get("id")?),
+        kind: InvitationType::parse(&kind)
+            .with_context(|| format!("stored invitation type {kind:?} is unknown"))?,
+        state: InvitationState::parse(&state)
+            .with_context(|| format!("stored invitation state {state:?} is unknown"))?,
+        email_address: row.try_get("email_address")?,
+        first_name: row.try_get("first_name")?,
+        last_name: row.try_get("last_name")?,
+        identification: row.try_get("identification")?,
+        account_uri: row.try_get("account_uri")?,
+        organization_uri: row.try_get("organization_uri")?,
+        role: row.try_get("role")?,
+        inviter_full_name: row.try_get("inviter_full_name")?,
+        sealed_secret: row.try_get("sealed_secret")?,
+        attributes: attributes
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .context("stored invitation attributes are not JSON")?,
+        verification_count: row.try_get("verification_count")?,
+        failed_verifications: row.try_get("failed_verifications")?,
+        send_count: row.try_get("send_count")?,
+        created_by: row.try_get("created_by")?,
+        customer_id: row.try_get("customer_id")?,
+        revision: row.try_get("revision")?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
+        expires_at: Timestamp::from_millis(row.try_get("expires_at")?),
+    })
+}
+
+fn texts<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Param> {
+    values
+        .into_iter()
+        .map(|v| Param::Text(v.to_owned()))
+        .collect()
+}
+
+/// `FROM` the invitations with their state as of `now` in `effective_state`, then the
+/// request's conditions.
+fn push_matching(q: &mut SqlBuilder, query: &InvitationQuery, now: Timestamp) {
+    q.push(concat!(
+        " FROM (SELECT ",
+        columns!(),
+        ", CASE WHEN state = 'sent' AND expires_at <= "
+    ))
+    .bind(Param::Int(now.millis()))
+    .push(" THEN 'expired' ELSE state END AS effective_state FROM invitations) i WHERE 1 = 1");
+    if let Visibility::Customer {
+        customer_id,
+        resources,
+    } = &query.visibility
+    {
+        q.push(" AND (customer_id = ")
+            .bind(Param::Text(customer_id.clone()));
+        if !resources.is_empty() {
+            q.push(" OR account_uri IN ")
+                .bind_list(texts(resources.iter().map(String::as_str)))
+                .push(" OR organization_uri IN ")
+                .bind_list(texts(resources.iter().map(String::as_str)));
+        }
+        q.push(")");
+    }
+    if !query.states.is_empty() {
+        q.push(" AND effective_state IN ")
+            .bind_list(texts(query.states.iter().map(|s| s.as_str())));
+    }
+    if !query.types.is_empty() {
+        q.push(" AND type IN ")
+            .bind_list(texts(query.types.iter().map(|t| t.as_str())));
+    }
+    if !query.email_addresses.is_empty() {
+        let lowered: Vec<String> = query
+            .email_addresses
+            .iter()
+            .map(|e| e.to_lowercase())
+            .collect();
+        q.push(" AND LOWER(email_address) IN ")
+            .bind_list(texts(lowered.iter().map(String::as_str)));
+    }
+    if !query.account_uris.is_empty() {
+        q.push(" AND account_uri IN ")
+            .bind_list(texts(query.account_uris.iter().map(String::as_str)));
+    }
+    if !query.organization_uris.is_empty() {
+        q.push(" AND organization_uri IN ")
+            .bind_list(texts(query.organization_uris.iter().map(String::as_str)));
+    }
+    if let Some(search) = &query.search {
+        let contains = |column| {
+            Filter::Condition(Condition {
+                op: Op::Contains,
+                column,
+                values: vec![search.clone()],
+            })
+        };
+        q.push(" AND ").push_filter(&Filter::Or(vec![
+            contains("first_name"),
+            contains("last_name"),
+            contains("email_address"),
+            contains("inviter_full_name"),
+        ]));
+    }
+    if let Some(filter) = &query.filter {
+        q.push(" AND ").push_filter(filter);
+    }
+}
+
+#[async_trait]
+impl InvitationRepository for SqlInvitations {
+    async fn insert(&self, i: &Invitation, email: &OutboxMessage) -> Result<(), StoreError> {
+        let mut tx = self.db.write.begin().await?;
+        sqlx::query(concat!(
+            "INSERT INTO invitations (",
+            columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19, $20, $21, $22)"
+        ))
+        .bind(i.id.as_str())
+        .bind(i.kind.as_str())
+        .bind(i.state.as_str())
+        .bind(&i.email_address)
+        .bind(i.first_name.as_deref())
+        .bind(i.last_name.as_deref())
+        .bind(i.identification.as_deref())
+        .bind(i.account_uri.as_deref())
+        .bind(i.organization_uri.as_deref())
+        .bind(i.role.as_deref())
+        .bind(&i.inviter_full_name)
+        .bind(&i.sealed_secret)
+        .bind(i.attributes.as_ref().map(|a| a.to_string()))
+        .bind(i.verification_count)
+        .bind(i.failed_verifications)
+        .bind(i.send_count)
+        .bind(&i.created_by)
+        .bind(&i.customer_id)
+        .bind(i.revision)
+        .bind(i.created_at.millis())
+        .bind(i.updated_at.millis())
+        .bind(i.expires_at.millis())
+        .execute(&mut *tx)
+        .await?;
+        enqueue(&mut tx, email).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &ResourceId) -> Result<Option<Invitation>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM invitations WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.db.read)
+        .await?;
+        let now = Timestamp::now();
+        row.as_ref()
+            .map(|r| invitation_from_row(r).map(|i| i.as_of(now)))
+            .transpose()
+    }
+
+    async fn list(&self, query: &InvitationQuery) -> Result<(Vec<Invitation>, i64), StoreError> {
+        let now = Timestamp::now();
+        let mut count = SqlBuilder::new("SELECT COUNT(*) AS n");
+        push_matching(&mut count, query, now);
+        let total: i64 = count.build().fetch_one(&self.db.read).await?.try_get("n")?;
+        let mut page = SqlBuilder::new(concat!("SELECT ", columns!()));
+        push_matching(&mut page, query, now);
+        if query.sort.is_empty() {
+            page.push(" ORDER BY created_at, id");
+        } else {
+            page.push_order_by(&query.sort).push(", created_at, id");
+        }
+        page.push(" LIMIT ")
+            .bind(Param::Int(query.limit))
+            .push(" OFFSET ")
+            .bind(Param::Int(query.start));
+        let rows = page.build().fetch_all(&self.db.read).await?;
+        let items = rows
+            .iter()
+            .map(|r| invitation_from_row(r).map(|i| i.as_of(now)))
+            .collect::<Result<_, _>>()?;
+        Ok((items, total))
+    }
+
+    async fn modify(
+        &self,
+        id: &ResourceId,
+        change: Change<'_>,
+    ) -> Result<Option<Invitation>, StoreError> {
+        let mut tx = self.db.write.begin().await?;
+        let select = match self.db.backend {
+            Backend::Postgres => concat!(
+                "SELECT ",
+                columns!(),
+                " FROM invitations WHERE id = $1 FOR UPDATE"
+            ),
+            // SQLite: all writes share one connection, so the transaction is the lock.
+            Backend::Sqlite => concat!("SELECT ", columns!(), " FROM invitations WHERE id = $1"),
+        };
+        let Some(row) = sqlx::query(select)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut invitation = invitation_from_row(&row)?.as_of(Timestamp::now());
+        let email = match change(&mut invitation) {
+            Effect::None => return Ok(Some(invitation)),
+            Effect::Save => None,
+            Effect::SaveAndSend(message) => Some(message),
+        };
+        sqlx::query(
+            "UPDATE invitations SET state = $2, sealed_secret = $3, verification_count = $4, \
+             failed_verifications = $5, send_count = $6, revision = $7, updated_at = $8 \
+             WHERE id = $1",
+        )
+        .bind(invitation.id.as_str())
+        .bind(invitation.state.as_str())
+        .bind(&invitation.sealed_secret)
+        .bind(invitation.verification_count)
+        .bind(invitation.failed_verifications)
+        .bind(invitation.send_count)
+        .bind(invitation.revision)
+        .bind(invitation.updated_at.millis())
+        .execute(&mut *tx)
+        .await?;
+        if let Some(message) = email {
+            enqueue(&mut tx, &message).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(invitation))
+    }
+
+    async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM invitations WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.db.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        // The same revision and update time `Invitation::as_of` derives, so tags stay stable.
+        let done = sqlx::query(
+            "UPDATE invitations SET state = 'expired', revision = revision + 1, \
+             updated_at = CASE WHEN expires_at > updated_at THEN expires_at ELSE updated_at END \
+             WHERE state = 'sent' AND expires_at <= $1",
+        )
+        .bind(now.millis())
+        .execute(&self.db.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customers_are_confined_to_their_own_and_entitled_invitations() {
+        let mut q = SqlBuilder::new("SELECT 1");
+        push_matching(
+            &mut q,
+            &InvitationQuery {
+                visibility: Visibility::Customer {
+                    customer_id: "c-000001".into(),
+                    resources: vec!["acct-1".into()],
+                },
+                states: vec![InvitationState::Sent],
+                types: vec![],
+                email_addresses: vec![],
+                account_uris: vec![],
+                organization_uris: vec![],
+                search: None,
+                filter: None,
+                sort: vec![],
+                start: 0,
+                limit: 10,
+            },
+            Timestamp::from_millis(5),
+        );
+        let sql = q.sql();
+        assert!(
+            sql.contains(
+                "AND (customer_id = $2 OR account_uri IN ($3) OR organization_uri IN ($4))"
+            ),
+            "{sql}"
+        );
+        assert!(sql.ends_with("AND effective_state IN ($5)"), "{sql}");
+    }
+}

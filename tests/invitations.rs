@@ -1,0 +1,1661 @@
+//! The Invitations API over HTTP, on SQLite and PostgreSQL.
+
+mod common;
+
+use common::{Backend, Headers, TestApp, customer_token, json};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Row;
+use tandem::store::entitlements::{Entitlement, TableEntitlements};
+
+const COLLECTION: &str = "/invitations/invitations";
+const ACCOUNT: &str = "https://api.bank.example/accounts/account/7443d485";
+const CLOSED_ACCOUNT: &str = "https://api.bank.example/accounts/account/no-joint";
+const ORG: &str = "https://api.bank.example/organizations/organization/acme";
+const SECRET: &str = "obsolete obese octopus";
+
+/// Alice holds ACCOUNT and ORG, Bob is a joint owner of ACCOUNT, Carol holds nothing.
+const ALICE: &str = "customer-alice";
+const BOB: &str = "customer-bob";
+const CAROL: &str = "customer-carol";
+
+async fn spawn(backend: Backend) -> TestApp {
+    spawn_with(backend, |_| {}).await
+}
+
+async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut tandem::config::Config)) -> TestApp {
+    let app = TestApp::spawn_with(backend, adjust).await;
+    let row = |customer: &str, uri: &str, disabled: bool| Entitlement {
+        customer_id: customer.into(),
+        resource_uri: uri.into(),
+        role: "owner".into(),
+        joint_owners_disabled: disabled,
+    };
+    TableEntitlements::new(app.db.clone())
+        .replace_all(&[
+            row(ALICE, ACCOUNT, false),
+            row(ALICE, ORG, false),
+            row(ALICE, CLOSED_ACCOUNT, true),
+            row(BOB, ACCOUNT, false),
+        ])
+        .await
+        .unwrap();
+    app
+}
+
+fn joint(email: &str) -> Value {
+    json!({
+        "_profile": "https://production.api.apiture.com/schemas/invitations/createInvitation/v2.2.0/profile.json",
+        "sharedSecret": SECRET,
+        "type": "joint",
+        "accountUri": ACCOUNT,
+        "inviterFullName": "Alice Inviter",
+        "emailAddress": email,
+        "firstName": "Max",
+        "lastName": "Peck",
+        "identification": "3333",
+        "attributes": { "applicationAttributes": { "productCode": "DD12M_LA" } }
+    })
+}
+
+async fn create_as(app: &TestApp, who: &Headers, body: &Value) -> (Value, String) {
+    let res = app
+        .with(who, Method::POST, COLLECTION)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    (json(res).await, etag)
+}
+
+async fn create(app: &TestApp, email: &str) -> (Value, String) {
+    create_as(app, &app.customer(ALICE), &joint(email)).await
+}
+
+fn id_of(body: &Value) -> String {
+    body["_id"].as_str().unwrap().to_owned()
+}
+
+/// Asserts a HAL `errorResponse` with the status and `_error.type`.
+async fn assert_error(res: Response, status: u16, type_name: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    assert_eq!(res.headers()["content-type"], "application/hal+json");
+    let body = json(res).await;
+    assert_eq!(body["_error"]["type"], type_name, "{body}");
+    assert_eq!(body["_error"]["statusCode"], status, "{body}");
+    for field in ["_id", "message", "occurredAt"] {
+        assert!(body["_error"][field].is_string(), "lacks {field}: {body}");
+    }
+    body
+}
+
+async fn verify(app: &TestApp, id: &str, secret: &str, from: &str) -> Response {
+    app.client
+        .post(app.url("/invitations/verifications"))
+        .header("X-Forwarded-For", from)
+        .json(&json!({ "invitationId": id, "sharedSecret": secret }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn outbox(app: &TestApp) -> Vec<(String, String, Value)> {
+    sqlx::query("SELECT recipient, locale, payload FROM email_outbox ORDER BY created_at, id")
+        .fetch_all(&app.db.read)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>("recipient"),
+                r.get::<String, _>("locale"),
+                serde_json::from_str(&r.get::<String, _>("payload")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn set_expiry(app: &TestApp, id: &str, millis: i64) {
+    sqlx::query("UPDATE invitations SET expires_at = $1 WHERE id = $2")
+        .bind(millis)
+        .bind(id)
+        .execute(&app.db.write)
+        .await
+        .unwrap();
+}
+
+/// `a=1&b=2`, URL-encoded.
+fn encoded(pairs: &[(&str, &str)]) -> String {
+    reqwest::Url::parse_with_params("http://localhost/", pairs)
+        .unwrap()
+        .query()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The collection with these query parameters.
+fn listing(pairs: &[(&str, &str)]) -> String {
+    format!("{COLLECTION}?{}", encoded(pairs))
+}
+
+fn trusting_proxies(config: &mut tandem::config::Config) {
+    config.invitations.trust_forwarded_for = true;
+}
+
+// ---- create ---------------------------------------------------------------------------
+
+async fn create_answers_201_with_location_etag_links_and_queues_the_email(backend: Backend) {
+    let app = spawn(backend).await;
+    let res = app
+        .with(&app.customer(ALICE), Method::POST, COLLECTION)
+        .header("Accept-Language", "es-MX, en;q=0.5")
+        .json(&joint("Max.Peck@nasa.example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.headers()["content-type"], "application/hal+json");
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let body = json(res).await;
+    let id = id_of(&body);
+    assert_eq!(location, format!("{COLLECTION}/{id}"));
+    assert_eq!(etag, "\"r1\"");
+    assert_eq!(body["state"], "sent");
+    assert_eq!(body["type"], "joint");
+    assert_eq!(body["sharedSecret"], SECRET, "the inviter sees the secret");
+    assert_eq!(body["verificationCount"], 0);
+    assert_eq!(body["createdBy"], format!("user-{ALICE}"));
+    assert_eq!(body["customerId"], ALICE);
+    assert_eq!(
+        body["attributes"]["applicationAttributes"]["productCode"],
+        "DD12M_LA"
+    );
+    assert_eq!(
+        body["_profile"],
+        "https://production.api.apiture.com/schemas/invitations/invitation/v1.2.0/profile.json"
+    );
+    let links = body["_links"].as_object().unwrap();
+    let mut rels: Vec<&str> = links.keys().map(String::as_str).collect();
+    rels.sort();
+    assert_eq!(
+        rels,
+        [
+            "apiture:acceptInvitationUserExperience",
+            "apiture:revoke",
+            "apiture:send",
+            "self"
+        ]
+    );
+    let accept = format!("{}/invitations/accept?invitationId={id}", app.base);
+    assert_eq!(
+        body["_links"]["apiture:acceptInvitationUserExperience"]["href"],
+        accept
+    );
+    assert_eq!(
+        body["_links"]["apiture:revoke"]["href"],
+        format!("/invitations/revoked?invitation={id}")
+    );
+    let created = time::OffsetDateTime::parse(
+        body["createdAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let expires = time::OffsetDateTime::parse(
+        body["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(expires - created, time::Duration::days(30));
+
+    let mail = outbox(&app).await;
+    assert_eq!(mail.len(), 1);
+    let (recipient, locale, payload) = &mail[0];
+    assert_eq!(recipient, "Max.Peck@nasa.example.com");
+    assert_eq!(locale, "es");
+    assert_eq!(
+        payload,
+        &json!({
+            "invitationId": id,
+            "acceptUrl": accept,
+            "inviterFullName": "Alice Inviter",
+            "inviteeFirstName": "Max",
+            "inviteeLastName": "Peck",
+            "invitationType": "joint",
+            "expiresAt": body["expiresAt"],
+        })
+    );
+    assert!(
+        !payload.to_string().contains("octopus"),
+        "the email never carries the secret"
+    );
+
+    // Stored sealed, not as text.
+    let stored: String = sqlx::query("SELECT sealed_secret FROM invitations WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&app.db.read)
+        .await
+        .unwrap()
+        .get("sealed_secret");
+    assert!(!stored.contains("octopus"));
+}
+
+async fn create_rejects_bad_bodies_with_400_naming_the_field_and_stores_nothing(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = app.customer(ALICE);
+    let with = |field: &str, value: Value| {
+        let mut body = joint("max@example.com");
+        body[field] = value;
+        body
+    };
+    let without = |field: &str| {
+        let mut body = joint("max@example.com");
+        body.as_object_mut().unwrap().remove(field);
+        body
+    };
+    // Schema breaks (types, unknown or missing properties) are badRequest; values that break
+    // a constraint are invalidValue. Both name the field.
+    let cases = [
+        (
+            with("sharedSecret", json!("short")),
+            "sharedSecret",
+            "invalidValue",
+        ),
+        (
+            with("emailAddress", json!("not-an-address")),
+            "emailAddress",
+            "invalidValue",
+        ),
+        (with("type", json!("cousin")), "type", "invalidValue"),
+        (
+            with("identification", json!("12345")),
+            "identification",
+            "invalidValue",
+        ),
+        (without("accountUri"), "accountUri", "invalidValue"),
+        (with("colour", json!("blue")), "colour", "badRequest"),
+        (without("sharedSecret"), "sharedSecret", "badRequest"),
+        (without("inviterFullName"), "inviterFullName", "badRequest"),
+        (
+            with("sharedSecret", json!(42)),
+            "sharedSecret",
+            "badRequest",
+        ),
+    ];
+    for (body, field, type_name) in cases {
+        let res = app
+            .with(&alice, Method::POST, COLLECTION)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let err = assert_error(res, 400, type_name).await;
+        assert!(
+            err["_error"]["message"].as_str().unwrap().contains(field),
+            "{field}: {err}"
+        );
+    }
+    let res = app
+        .with(&alice, Method::POST, COLLECTION)
+        .header("content-type", "text/plain")
+        .body(joint("max@example.com").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 415, "unsupportedMediaType").await;
+    assert!(outbox(&app).await.is_empty());
+    let list = json(
+        app.with(&alice, Method::GET, COLLECTION)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list["count"], 0);
+}
+
+async fn create_enforces_entitlements_types_and_joint_owner_rules(backend: Backend) {
+    let app = spawn(backend).await;
+    // Carol holds no account.
+    let res = app
+        .with(&app.customer(CAROL), Method::POST, COLLECTION)
+        .json(&joint("max@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "notEntitled").await;
+    // Joint owners disabled on the account.
+    let mut body = joint("max@example.com");
+    body["accountUri"] = json!(CLOSED_ACCOUNT);
+    let res = app
+        .with(&app.customer(ALICE), Method::POST, COLLECTION)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(res, 409, "jointOwnersDisabled").await;
+    assert_eq!(
+        err["_error"]["remediation"],
+        "Contact your financial institution."
+    );
+    // Even staff cannot add joint owners there.
+    let res = app
+        .with(&app.admin(), Method::POST, COLLECTION)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 409, "jointOwnersDisabled").await;
+    // Product promotions are the institution's.
+    let promo = json!({"sharedSecret": SECRET, "type": "productPromotion", "inviterFullName": "Bank", "emailAddress": "max@example.com"});
+    let res = app
+        .with(&app.customer(ALICE), Method::POST, COLLECTION)
+        .json(&promo)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "forbidden").await;
+    let (created, _) = create_as(&app, &app.admin(), &promo).await;
+    assert_eq!(created["type"], "productPromotion");
+    // Authorized signers need the organization.
+    let signer = json!({"sharedSecret": SECRET, "type": "authorizedSigner", "organizationUri": ORG, "role": "signer", "inviterFullName": "Alice", "emailAddress": "sig@example.com"});
+    let (created, _) = create_as(&app, &app.customer(ALICE), &signer).await;
+    assert_eq!(created["role"], "signer");
+    assert_eq!(outbox(&app).await.len(), 2);
+}
+
+async fn scopes_and_credentials_are_required(backend: Backend) {
+    let app = spawn(backend).await;
+    let res = app.client.get(app.url(COLLECTION)).send().await.unwrap();
+    assert_error(res, 401, "unauthorized").await;
+    let reader = app.headers(&tandem::auth::dev::TokenRequest {
+        scope: "banking/read".into(),
+        ..customer_token(ALICE)
+    });
+    let res = app
+        .with(&reader, Method::POST, COLLECTION)
+        .json(&joint("max@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "forbidden").await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let res = app
+        .with(&reader, Method::GET, &format!("{COLLECTION}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = app
+        .with(&reader, Method::DELETE, &format!("{COLLECTION}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "forbidden").await;
+    let writer = app.headers(&tandem::auth::dev::TokenRequest {
+        scope: "banking/write".into(),
+        ..customer_token(ALICE)
+    });
+    let res = app
+        .with(&writer, Method::GET, COLLECTION)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "forbidden").await;
+    let res = app
+        .with(
+            &writer,
+            Method::POST,
+            &format!("/invitations/revoked?invitation={id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+/// The representation with the volatile parts (id, base URL, times, error ids) replaced.
+fn redacted(app: &TestApp, id: &str, value: &Value) -> Value {
+    let text = value
+        .to_string()
+        .replace(id, "[id]")
+        .replace(&app.base, "[base]");
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    for field in ["createdAt", "updatedAt", "expiresAt"] {
+        if v.get(field).is_some() {
+            v[field] = json!(format!("[{field}]"));
+        }
+    }
+    if let Some(error) = v.get_mut("_error") {
+        error["_id"] = json!("[errorId]");
+        error["occurredAt"] = json!("[occurredAt]");
+    }
+    v
+}
+
+async fn representations_match_their_snapshots(backend: Backend) {
+    let app = spawn(backend).await;
+    let (created, _) = create(&app, "Max.Peck@nasa.example.com").await;
+    let id = id_of(&created);
+    insta::assert_json_snapshot!("invitation", redacted(&app, &id, &created));
+    let seen_by_bob = json(
+        app.with(
+            &app.customer(BOB),
+            Method::GET,
+            &format!("{COLLECTION}/{id}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    insta::assert_json_snapshot!(
+        "invitation_seen_by_joint_owner",
+        redacted(&app, &id, &seen_by_bob)
+    );
+    assert_eq!(verify(&app, &id, SECRET, "127.0.0.1").await.status(), 200);
+    let res = app
+        .with(
+            &app.customer(ALICE),
+            Method::POST,
+            &format!("/invitations/revoked?invitation={id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    insta::assert_json_snapshot!("not_revokable_error", redacted(&app, &id, &json(res).await));
+}
+
+// ---- read -----------------------------------------------------------------------------
+
+async fn get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners(backend: Backend) {
+    let app = spawn(backend).await;
+    let (created, etag) = create(&app, "max@example.com").await;
+    let path = format!("{COLLECTION}/{}", id_of(&created));
+    let res = app
+        .with(&app.customer(ALICE), Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(json(res).await, created);
+    let res = app
+        .with(&app.customer(ALICE), Method::GET, &path)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    // Bob holds the account: he sees it, without the secret or actions.
+    let res = app
+        .with(&app.customer(BOB), Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = json(res).await;
+    assert!(seen.get("sharedSecret").is_none(), "{seen}");
+    assert!(seen["_links"].get("apiture:revoke").is_none());
+    assert!(seen["_links"].get("apiture:send").is_none());
+    assert_eq!(seen["emailAddress"], "max@example.com");
+    // Staff see everything.
+    let staff = json(
+        app.with(&app.admin(), Method::GET, &path)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(staff["sharedSecret"], SECRET);
+    // Unknown and malformed ids.
+    let res = app
+        .with(
+            &app.customer(ALICE),
+            Method::GET,
+            &format!("{COLLECTION}/no-such-invitation"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "notFound").await;
+    let res = app
+        .with(
+            &app.customer(ALICE),
+            Method::GET,
+            &format!("{COLLECTION}/bad%20id"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "invalidValue").await;
+}
+
+async fn another_customer_can_neither_read_change_nor_act_on_an_invitation(backend: Backend) {
+    let app = spawn(backend).await;
+    let (created, etag) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let carol = app.customer(CAROL);
+    let path = format!("{COLLECTION}/{id}");
+    let attempts = [
+        app.with(&carol, Method::GET, &path),
+        app.with(&carol, Method::DELETE, &path),
+        app.with(&carol, Method::PATCH, &path)
+            .json(&json!({"sharedSecret": "a brand new secret"})),
+        app.with(
+            &carol,
+            Method::POST,
+            &format!("/invitations/revoked?invitation={id}"),
+        ),
+        app.with(
+            &carol,
+            Method::POST,
+            &format!("/invitations/sent?invitation={id}"),
+        ),
+        app.with(&carol, Method::GET, &path)
+            .header("If-None-Match", &etag),
+    ];
+    for attempt in attempts {
+        assert_error(attempt.send().await.unwrap(), 404, "notFound").await;
+    }
+    let res = app
+        .with(
+            &carol,
+            Method::POST,
+            &format!("/invitations/completed?invitation={id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "forbidden").await;
+    let list = json(
+        app.with(&carol, Method::GET, COLLECTION)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list["count"], 0);
+    assert_eq!(list["_embedded"]["items"], json!([]));
+    let list = json(
+        app.with(
+            &carol,
+            Method::GET,
+            &format!("{COLLECTION}?filter=eq(customerId,{ALICE})"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(list["count"], 0, "a filter cannot widen visibility");
+    // A joint owner who may see it still may not change it.
+    let bob = app.customer(BOB);
+    for attempt in [
+        app.with(&bob, Method::DELETE, &path),
+        app.with(
+            &bob,
+            Method::POST,
+            &format!("/invitations/revoked?invitation={id}"),
+        ),
+        app.with(&bob, Method::PATCH, &path)
+            .json(&json!({"sharedSecret": "a brand new secret"})),
+    ] {
+        assert_error(attempt.send().await.unwrap(), 403, "forbidden").await;
+    }
+    // Nothing changed.
+    let res = app
+        .with(&app.customer(ALICE), Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(outbox(&app).await.len(), 1);
+}
+
+async fn list_pages_with_count_and_hal_links(backend: Backend) {
+    let app = spawn(backend).await;
+    for i in 0..5 {
+        create(&app, &format!("invitee{i}@example.com")).await;
+    }
+    let alice = app.customer(ALICE);
+    let res = app
+        .with(
+            &alice,
+            Method::GET,
+            &format!("{COLLECTION}?limit=2&start=2&state=sent"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/hal+json");
+    let page = json(res).await;
+    assert_eq!(page["count"], 5);
+    assert_eq!(page["start"], 2);
+    assert_eq!(page["limit"], 2);
+    assert_eq!(page["name"], "invitations");
+    let items = page["_embedded"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["emailAddress"], "invitee2@example.com");
+    let href = |rel: &str| {
+        page["_links"][rel]["href"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        href("self"),
+        "/invitations/invitations?state=sent&start=2&limit=2"
+    );
+    assert_eq!(
+        href("first"),
+        "/invitations/invitations?state=sent&start=0&limit=2"
+    );
+    assert_eq!(
+        href("prev"),
+        "/invitations/invitations?state=sent&start=0&limit=2"
+    );
+    assert_eq!(
+        href("next"),
+        "/invitations/invitations?state=sent&start=4&limit=2"
+    );
+    assert_eq!(
+        href("last"),
+        "/invitations/invitations?state=sent&start=4&limit=2"
+    );
+    assert_eq!(href("collection"), "/invitations/invitations");
+    let last = json(
+        app.with(&alice, Method::GET, &href("next"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(last["_embedded"]["items"].as_array().unwrap().len(), 1);
+    assert!(last["_links"].get("next").is_none());
+    // Bob sees the invitations on his account too, without secrets.
+    let bobs = json(
+        app.with(&app.customer(BOB), Method::GET, COLLECTION)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(bobs["count"], 5);
+    assert!(bobs["_embedded"]["items"][0].get("sharedSecret").is_none());
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "start=-1",
+        "state=lost",
+        "type=cousin",
+        "colour=blue",
+        "limit=ten",
+    ] {
+        let res = app
+            .with(&alice, Method::GET, &format!("{COLLECTION}?{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+    }
+}
+
+async fn list_filters_sorts_and_searches(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = app.customer(ALICE);
+    let (a, _) = create(&app, "ann@alpha.example").await;
+    create(&app, "ben@beta.example").await;
+    let signer = json!({"sharedSecret": SECRET, "type": "authorizedSigner", "organizationUri": ORG, "inviterFullName": "Alice", "emailAddress": "sig@alpha.example", "firstName": "Signe"});
+    create_as(&app, &alice, &signer).await;
+    let revoke = app
+        .with(
+            &alice,
+            Method::POST,
+            &format!("/invitations/revoked?invitation={}", id_of(&a)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 200);
+    let emails = |page: &Value| -> Vec<String> {
+        page["_embedded"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["emailAddress"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let get = |query: &str| {
+        let req = app.with(&alice, Method::GET, &listing(&[("filter", query)]));
+        async move { json(req.send().await.unwrap()).await }
+    };
+    assert_eq!(
+        emails(&get("eq(state,revoked)").await),
+        ["ann@alpha.example"]
+    );
+    assert_eq!(
+        emails(&get("ne(state,revoked)").await),
+        ["ben@beta.example", "sig@alpha.example"]
+    );
+    assert_eq!(
+        emails(&get("in(type,authorizedSigner|productPromotion)").await),
+        ["sig@alpha.example"]
+    );
+    assert_eq!(
+        emails(&get("and(contains(emailAddress,\"@ALPHA\"),eq(state,sent))").await),
+        ["sig@alpha.example"]
+    );
+    assert_eq!(
+        emails(&get("or(eq(emailAddress,ben@beta.example),search(emailAddress,sig))").await),
+        ["ben@beta.example", "sig@alpha.example"]
+    );
+    assert_eq!(
+        emails(&get(&format!("eq(accountUri,\"{ACCOUNT}\")")).await).len(),
+        2
+    );
+    assert_eq!(
+        emails(&get(&format!("eq(createdBy,user-{ALICE})")).await).len(),
+        3
+    );
+    let bad = app
+        .with(
+            &alice,
+            Method::GET,
+            &listing(&[("filter", "eq(state,sent")]),
+        )
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(bad, 400, "invalidQuery").await;
+    assert!(
+        err["_error"]["attributes"]["position"].as_u64().unwrap() > 0,
+        "{err}"
+    );
+    let bad = app
+        .with(
+            &alice,
+            Method::GET,
+            &listing(&[("filter", "contains(state,se)")]),
+        )
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(bad, 400, "invalidQuery").await;
+    assert!(
+        err["_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("position"),
+        "{err}"
+    );
+    let sorted = json(
+        app.with(&alice, Method::GET, &listing(&[("sortBy", "type,-state")]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        emails(&sorted),
+        ["sig@alpha.example", "ben@beta.example", "ann@alpha.example"]
+    );
+    let bad = app
+        .with(&alice, Method::GET, &listing(&[("sortBy", "emailAddress")]))
+        .send()
+        .await
+        .unwrap();
+    assert_error(bad, 400, "invalidQuery").await;
+    // q: names, email and inviter; subset parameters with alternatives.
+    let found = json(
+        app.with(&alice, Method::GET, &listing(&[("q", "SIGNE")]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(emails(&found), ["sig@alpha.example"]);
+    let found = json(
+        app.with(&alice, Method::GET, &listing(&[("q", "100%")]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(found["count"], 0, "wildcards are literal");
+    let found = json(
+        app.with(
+            &alice,
+            Method::GET,
+            &listing(&[
+                ("emailAddress", "BEN@beta.example|sig@alpha.example"),
+                ("state", "sent"),
+            ]),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(emails(&found), ["ben@beta.example", "sig@alpha.example"]);
+    let found = json(
+        app.with(&alice, Method::GET, &listing(&[("organizationUri", ORG)]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(emails(&found), ["sig@alpha.example"]);
+    let found = json(
+        app.with(
+            &alice,
+            Method::GET,
+            &listing(&[("type", "joint"), ("accountUri", ACCOUNT)]),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(found["count"], 2);
+    let pending = json(
+        app.with(
+            &alice,
+            Method::GET,
+            &listing(&[("pendingInvitations", "true")]),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(pending["count"], 0);
+}
+
+// ---- actions --------------------------------------------------------------------------
+
+async fn revoke_is_idempotent_honours_if_match_and_refuses_other_states(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = app.customer(ALICE);
+    let (created, etag) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let revoke = format!("/invitations/revoked?invitation={id}");
+    let res = app
+        .with(&alice, Method::POST, &revoke)
+        .header("If-Match", "\"r9\"")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 412, "preconditionFailed").await;
+    let res = app
+        .with(&alice, Method::POST, &revoke)
+        .header("If-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let new_tag = res.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_tag, etag);
+    let body = json(res).await;
+    assert_eq!(body["state"], "revoked");
+    assert_eq!(
+        body["_links"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["self"]
+    );
+    let res = app
+        .with(&alice, Method::POST, &revoke)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["etag"].to_str().unwrap(),
+        new_tag,
+        "no change"
+    );
+    // Accepted invitations cannot be revoked.
+    let (other, _) = create(&app, "other@example.com").await;
+    assert_eq!(
+        verify(&app, &id_of(&other), SECRET, "10.0.0.1")
+            .await
+            .status(),
+        200
+    );
+    let res = app
+        .with(
+            &alice,
+            Method::POST,
+            &format!("/invitations/revoked?invitation={}", id_of(&other)),
+        )
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(res, 409, "verificationInvitationNotRevokable").await;
+    assert!(
+        err["_error"]["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("sent state")
+    );
+    let res = app
+        .with(&alice, Method::POST, "/invitations/revoked")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "badRequest").await;
+    let res = app
+        .with(
+            &alice,
+            Method::POST,
+            "/invitations/revoked?invitation=no-such-invitation",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "notFound").await;
+}
+
+async fn resend_queues_a_new_email_up_to_the_limit(backend: Backend) {
+    let app = spawn_with(backend, |c| c.invitations.resend_limit = 2).await;
+    let alice = app.customer(ALICE);
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let send = format!("/invitations/sent?invitation={id}");
+    let res = app
+        .with(&alice, Method::POST, &send)
+        .header("Accept-Language", "es")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(json(res).await["_links"].get("apiture:send").is_some());
+    let res = app.with(&alice, Method::POST, &send).send().await.unwrap();
+    assert!(
+        json(res).await["_links"].get("apiture:send").is_none(),
+        "no resends left"
+    );
+    let res = app.with(&alice, Method::POST, &send).send().await.unwrap();
+    assert_error(res, 409, "invitationResendLimitReached").await;
+    let mail = outbox(&app).await;
+    assert_eq!(
+        mail.iter().map(|(_, l, _)| l.as_str()).collect::<Vec<_>>(),
+        ["en", "es", "en"]
+    );
+    assert!(
+        mail.iter()
+            .all(|(to, _, p)| to == "max@example.com" && p["invitationId"] == id.as_str())
+    );
+    let (other, _) = create(&app, "o@example.com").await;
+    app.with(
+        &alice,
+        Method::POST,
+        &format!("/invitations/revoked?invitation={}", id_of(&other)),
+    )
+    .send()
+    .await
+    .unwrap();
+    let res = app
+        .with(
+            &alice,
+            Method::POST,
+            &format!("/invitations/sent?invitation={}", id_of(&other)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 409, "invitationNotResendable").await;
+    assert_eq!(
+        outbox(&app).await.len(),
+        4,
+        "a refused resend sends nothing"
+    );
+}
+
+async fn complete_is_for_staff_from_accepted_only(backend: Backend) {
+    let app = spawn(backend).await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let complete = format!("/invitations/completed?invitation={id}");
+    let res = app
+        .with(&app.customer(ALICE), Method::POST, &complete)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "forbidden").await;
+    let res = app
+        .with(&app.admin(), Method::POST, &complete)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 409, "invitationNotCompletable").await;
+    assert_eq!(verify(&app, &id, SECRET, "10.0.0.1").await.status(), 200);
+    let staff_view = json(
+        app.with(&app.admin(), Method::GET, &format!("{COLLECTION}/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(staff_view["_links"]["apiture:complete"]["href"], complete);
+    let pending = json(
+        app.with(
+            &app.customer(ALICE),
+            Method::GET,
+            &format!("{COLLECTION}?pendingInvitations=true"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(pending["count"], 1);
+    let res = app
+        .with(&app.admin(), Method::POST, &complete)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["state"], "completed");
+    let res = app
+        .with(&app.admin(), Method::POST, &complete)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "idempotent");
+}
+
+async fn delete_answers_204_then_404(backend: Backend) {
+    let app = spawn(backend).await;
+    let (created, etag) = create(&app, "max@example.com").await;
+    let path = format!("{COLLECTION}/{}", id_of(&created));
+    let alice = app.customer(ALICE);
+    let res = app
+        .with(&alice, Method::DELETE, &path)
+        .header("If-Match", "\"r7\"")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 412, "preconditionFailed").await;
+    let res = app
+        .with(&alice, Method::DELETE, &path)
+        .header("If-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = app.with(&alice, Method::GET, &path).send().await.unwrap();
+    assert_error(res, 404, "notFound").await;
+    let res = app
+        .with(&alice, Method::DELETE, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "notFound").await;
+}
+
+async fn patch_changes_the_secret_while_sent(backend: Backend) {
+    let app = spawn_with(backend, trusting_proxies).await;
+    let alice = app.customer(ALICE);
+    let (created, etag) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let path = format!("{COLLECTION}/{id}");
+    let new_secret = json!({"sharedSecret": "purple parrot pie"});
+    let res = app
+        .with(&alice, Method::PATCH, &path)
+        .header("If-Match", "\"r5\"")
+        .json(&new_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 412, "preconditionFailed").await;
+    let res = app
+        .with(&alice, Method::PATCH, &path)
+        .json(&json!({"sharedSecret": "short"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "invalidValue").await;
+    let res = app
+        .with(&alice, Method::PATCH, &path)
+        .header("If-Match", &etag)
+        .json(&new_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["sharedSecret"], "purple parrot pie");
+    assert_eq!(
+        verify(&app, &id, SECRET, "10.0.0.1").await.status(),
+        400,
+        "the old secret no longer works"
+    );
+    assert_eq!(
+        verify(&app, &id, "purple parrot pie", "10.0.0.1")
+            .await
+            .status(),
+        200
+    );
+    let res = app
+        .with(&alice, Method::PATCH, &path)
+        .json(&new_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 409, "invitationNotUpdatable").await;
+}
+
+// ---- verification ---------------------------------------------------------------------
+
+async fn verify_counts_attempts_and_accepts_once(backend: Backend) {
+    let app = spawn_with(backend, trusting_proxies).await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let res = verify(&app, &id, "wrong wrong wrong", "10.0.0.1").await;
+    let err = assert_error(res, 400, "verificationFailed").await;
+    assert!(
+        !err.to_string().contains("sharedSecret"),
+        "does not say what was wrong"
+    );
+    let res = verify(&app, "no-such-invitation", SECRET, "10.0.0.1").await;
+    assert_error(res, 400, "verificationFailed").await;
+    let res = app
+        .client
+        .post(app.url("/invitations/verifications"))
+        .json(&json!({"invitationId": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "badRequest").await;
+    // Two correct verifications at once: exactly one accepts.
+    let (a, b) = tokio::join!(
+        verify(&app, &id, SECRET, "10.0.0.2"),
+        verify(&app, &id, SECRET, "10.0.0.3")
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409]);
+    let view = json(
+        app.with(
+            &app.customer(ALICE),
+            Method::GET,
+            &format!("{COLLECTION}/{id}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(view["state"], "accepted");
+    assert_eq!(
+        view["verificationCount"], 2,
+        "one wrong, one right; the refused one never compared"
+    );
+    assert!(
+        view["_links"]
+            .get("apiture:acceptInvitationUserExperience")
+            .is_none()
+    );
+    let res = verify(&app, &id, SECRET, "10.0.0.4").await;
+    assert_error(res, 409, "verificationInvitationNotSent").await;
+}
+
+async fn verify_refuses_revoked_expired_and_locked_invitations(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.invitations.trust_forwarded_for = true;
+        c.invitations.max_failed_verifications = 3;
+    })
+    .await;
+    let alice = app.customer(ALICE);
+    let (revoked, _) = create(&app, "r@example.com").await;
+    app.with(
+        &alice,
+        Method::POST,
+        &format!("/invitations/revoked?invitation={}", id_of(&revoked)),
+    )
+    .send()
+    .await
+    .unwrap();
+    let err = assert_error(
+        verify(&app, &id_of(&revoked), SECRET, "10.0.0.1").await,
+        409,
+        "verificationInvitationRevoked",
+    )
+    .await;
+    assert!(
+        err["_error"]["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("latest invitation email")
+    );
+
+    let (expired, etag) = create(&app, "e@example.com").await;
+    let id = id_of(&expired);
+    set_expiry(&app, &id, 1_000).await;
+    assert_error(
+        verify(&app, &id, SECRET, "10.0.0.1").await,
+        409,
+        "verificationInvitationExpired",
+    )
+    .await;
+    let res = app
+        .with(&alice, Method::GET, &format!("{COLLECTION}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    let derived_tag = res.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(derived_tag, etag);
+    let view = json(res).await;
+    assert_eq!(view["state"], "expired", "derived on read");
+    assert_eq!(view["_links"].as_object().unwrap().len(), 1);
+    let res = app
+        .with(
+            &alice,
+            Method::POST,
+            &format!("/invitations/revoked?invitation={id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 409, "verificationInvitationNotRevokable").await;
+    let listed = json(
+        app.with(&alice, Method::GET, &format!("{COLLECTION}?state=expired"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(listed["count"], 1);
+
+    let (locked, _) = create(&app, "l@example.com").await;
+    let id = id_of(&locked);
+    for _ in 0..3 {
+        assert_eq!(
+            verify(&app, &id, "not the secret", "10.0.0.5")
+                .await
+                .status(),
+            400
+        );
+    }
+    assert_error(
+        verify(&app, &id, SECRET, "10.0.0.6").await,
+        409,
+        "verificationInvitationLocked",
+    )
+    .await;
+    let view = json(
+        app.with(&alice, Method::GET, &format!("{COLLECTION}/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(view["verificationCount"], 3);
+    assert_eq!(view["state"], "sent");
+    // A new secret lifts the lock.
+    let res = app
+        .with(&alice, Method::PATCH, &format!("{COLLECTION}/{id}"))
+        .json(&json!({"sharedSecret": "a fresh new secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        verify(&app, &id, "a fresh new secret", "10.0.0.6")
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn a_thousand_wrong_secrets_from_one_address_get_429_and_never_accept(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.invitations.trust_forwarded_for = true;
+        c.invitations.verify_max_attempts_per_ip = 4;
+        c.invitations.max_failed_verifications = 5;
+    })
+    .await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut retry_after = None;
+    for i in 0..1000 {
+        let res = verify(&app, &id, &format!("guess number {i}"), "203.0.113.7").await;
+        if res.status() == 429 {
+            retry_after = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        }
+        *statuses.entry(res.status().as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, [(400, 4), (429, 996)].into_iter().collect());
+    assert!(retry_after.unwrap() > 0);
+    // Even the right secret from the blocked address is refused.
+    assert_eq!(verify(&app, &id, SECRET, "203.0.113.7").await.status(), 429);
+    let view = json(
+        app.with(
+            &app.customer(ALICE),
+            Method::GET,
+            &format!("{COLLECTION}/{id}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(view["state"], "sent", "never accepted");
+    assert_eq!(
+        view["verificationCount"], 4,
+        "blocked attempts never reach the invitation"
+    );
+    // The block is in the database: another instance's counter refuses the address too.
+    use tandem::store::attempts::{AttemptCounter, SqlAttempts};
+    let limit = tandem::domain::attempts::AttemptLimit {
+        max_attempts: 4,
+        window_ms: 300_000,
+        block_ms: 900_000,
+    };
+    let now = tandem::domain::time::Timestamp::now().millis();
+    let other_instance = SqlAttempts::new(app.db.clone());
+    assert!(
+        other_instance
+            .try_attempt("203.0.113.7", limit, now)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert!(
+        other_instance
+            .try_attempt("198.51.100.99", limit, now)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    // Another address, with the invitation still under its lock threshold, succeeds.
+    let res = verify(&app, &id, SECRET, "198.51.100.20").await;
+    assert_eq!(res.status(), 200);
+    let body = json(res).await;
+    assert_eq!(body["invitationId"], id.as_str());
+}
+
+// ---- expiry sweeper -------------------------------------------------------------------
+
+async fn the_sweeper_persists_expiry_without_changing_the_entity_tag(backend: Backend) {
+    let app = spawn_with(backend, |c| c.invitations.sweep_interval_secs = 1).await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    set_expiry(&app, &id, 5_000).await;
+    let path = format!("{COLLECTION}/{id}");
+    let before = app
+        .with(&app.customer(ALICE), Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    let tag = before.headers()["etag"].to_str().unwrap().to_owned();
+    let mut stored = String::new();
+    for _ in 0..50 {
+        stored = sqlx::query("SELECT state FROM invitations WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.db.read)
+            .await
+            .unwrap()
+            .get("state");
+        if stored == "expired" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, "expired");
+    let after = app
+        .with(&app.customer(ALICE), Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.headers()["etag"].to_str().unwrap(), tag);
+    let res = app
+        .with(&app.customer(ALICE), Method::GET, &path)
+        .header("If-None-Match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+}
+
+// ---- root, labels, document, accept page ----------------------------------------------
+
+async fn root_labels_and_api_document(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = app.customer(ALICE);
+    let root = json(
+        app.with(&alice, Method::GET, "/invitations/")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(root["_links"]["apiture:invitations"]["href"], COLLECTION);
+    assert_eq!(root["apiVersion"], "0.7.1");
+    let res = app
+        .with(&alice, Method::GET, "/invitations/labels")
+        .header("Accept-Language", "es-ES,es;q=0.9,en;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-language"], "es");
+    let labels = json(res).await;
+    assert_eq!(
+        labels["groups"]["invitationState"]["sent"]["label"],
+        "Enviada"
+    );
+    assert_eq!(
+        labels["groups"]["invitationState"]["sent"]["variants"]["en"]["label"],
+        "Sent"
+    );
+    assert_eq!(
+        labels["groups"]["invitationType"]["authorizedSigner"]["label"],
+        "Firmante autorizado"
+    );
+    let labels = json(
+        app.with(&alice, Method::GET, "/invitations/labels")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        labels["groups"]["invitationType"]["joint"]["label"],
+        "Joint Owner"
+    );
+    assert_eq!(
+        labels["groups"]["invitationState"]
+            .as_object()
+            .unwrap()
+            .len(),
+        5
+    );
+    let doc = json(
+        app.with(&alice, Method::GET, "/invitations/apiDoc")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(doc["info"]["title"], "Invitations");
+    assert!(doc["paths"]["/invitations/invitations/{invitationId}"]["patch"].is_object());
+    let res = app
+        .client
+        .get(app.url("/invitations/apiDoc"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "unauthorized").await;
+}
+
+async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.invitations.trust_forwarded_for = true;
+        c.invitations.max_failed_verifications = 2;
+    })
+    .await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let link = created["_links"]["apiture:acceptInvitationUserExperience"]["href"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .client
+        .get(&link)
+        .header("Accept-Language", "es")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let html = res.text().await.unwrap();
+    assert!(html.contains("<html lang=\"es\">"), "{html}");
+    assert!(html.contains("<label for=\"sharedSecret\">"), "{html}");
+    assert!(
+        html.contains(&format!("name=\"invitationId\" value=\"{id}\"")),
+        "{html}"
+    );
+    assert!(!html.contains("<script"));
+    // Everything from the request is escaped.
+    let res = app
+        .client
+        .get(app.url("/invitations/accept?invitationId=%22%3E%3Cscript%3Ex"))
+        .send()
+        .await
+        .unwrap();
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("&quot;&gt;&lt;script&gt;x") && !html.contains("<script>"),
+        "{html}"
+    );
+    let res = app
+        .client
+        .post(app.url("/invitations/accept"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("invitationId=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.text().await.unwrap().contains("incomplete"),
+        "an HTML page, too"
+    );
+    let res = app
+        .client
+        .get(app.url("/invitations/accept"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("incomplete"));
+
+    let post = |secret: &str, id: &str, from: &str| {
+        app.client
+            .post(app.url("/invitations/accept"))
+            .header("X-Forwarded-For", from)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encoded(&[("invitationId", id), ("sharedSecret", secret)]))
+            .send()
+    };
+    let res = post("wrong secret here", &id, "10.0.0.1").await.unwrap();
+    assert_eq!(res.status(), 400);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("role=\"alert\"") && html.contains("does not match"),
+        "{html}"
+    );
+    assert!(html.contains("<form"), "another try is offered");
+    let res = post(SECRET, &id, "10.0.0.1").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("your invitation is accepted")
+    );
+    let res = post(SECRET, &id, "10.0.0.1").await.unwrap();
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.unwrap().contains("already been accepted"));
+
+    let alice = app.customer(ALICE);
+    let (revoked, _) = create(&app, "r@example.com").await;
+    app.with(
+        &alice,
+        Method::POST,
+        &format!("/invitations/revoked?invitation={}", id_of(&revoked)),
+    )
+    .send()
+    .await
+    .unwrap();
+    let res = post(SECRET, &id_of(&revoked), "10.0.0.2").await.unwrap();
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.unwrap().contains("revoked"));
+    let (expired, _) = create(&app, "e@example.com").await;
+    set_expiry(&app, &id_of(&expired), 1).await;
+    let res = post(SECRET, &id_of(&expired), "10.0.0.2").await.unwrap();
+    assert!(res.text().await.unwrap().contains("expired"));
+    let (locked, _) = create(&app, "l@example.com").await;
+    for _ in 0..2 {
+        post("wrong secret here", &id_of(&locked), "10.0.0.3")
+            .await
+            .unwrap();
+    }
+    let res = post(SECRET, &id_of(&locked), "10.0.0.3").await.unwrap();
+    assert!(res.text().await.unwrap().contains("locked"));
+    for _ in 0..10 {
+        post("wrong secret here", "some-invitation", "10.0.0.9")
+            .await
+            .unwrap();
+    }
+    let res = post(SECRET, &id_of(&locked), "10.0.0.9").await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(res.text().await.unwrap().contains("Too many attempts"));
+}
+
+on_both_backends!(
+    create_answers_201_with_location_etag_links_and_queues_the_email,
+    create_rejects_bad_bodies_with_400_naming_the_field_and_stores_nothing,
+    create_enforces_entitlements_types_and_joint_owner_rules,
+    scopes_and_credentials_are_required,
+    representations_match_their_snapshots,
+    get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners,
+    another_customer_can_neither_read_change_nor_act_on_an_invitation,
+    list_pages_with_count_and_hal_links,
+    list_filters_sorts_and_searches,
+    revoke_is_idempotent_honours_if_match_and_refuses_other_states,
+    resend_queues_a_new_email_up_to_the_limit,
+    complete_is_for_staff_from_accepted_only,
+    delete_answers_204_then_404,
+    patch_changes_the_secret_while_sent,
+    verify_counts_attempts_and_accepts_once,
+    verify_refuses_revoked_expired_and_locked_invitations,
+    a_thousand_wrong_secrets_from_one_address_get_429_and_never_accept,
+    the_sweeper_persists_expiry_without_changing_the_entity_tag,
+    root_labels_and_api_document,
+    the_accept_page_verifies_through_a_plain_form,
+);
