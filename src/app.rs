@@ -18,6 +18,8 @@ pub struct Application {
     router: axum::Router,
     pub db: Db,
     pub address: SocketAddr,
+    /// The audience sync engine, started by `run_until` (None when `sync.enabled` is false).
+    pub sync_engine: Option<Arc<crate::sync::SyncEngine>>,
 }
 
 /// Installs the process-wide TLS crypto provider used by outgoing HTTPS (OIDC, providers).
@@ -45,7 +47,18 @@ impl Application {
         db.migrate().await?;
         let auth = authenticator(&config).await?;
         let providers = Arc::new(config.effective_providers());
+        let sync = crate::sync::SyncHandle::new(db.clone());
+        let sync_engine = if config.sync.enabled {
+            Some(Arc::new(crate::sync::SyncEngine::new(
+                &config,
+                db.clone(),
+                &sync,
+            )?))
+        } else {
+            None
+        };
         let state = AppState {
+            sync,
             limiter: Arc::new(RateLimiter::new(
                 config.rate_limit.per_second,
                 config.rate_limit.burst,
@@ -64,6 +77,7 @@ impl Application {
             router: router(state),
             db,
             address,
+            sync_engine,
         })
     }
 
@@ -75,10 +89,20 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
+        let (stop_sync, stopped) = tokio::sync::watch::channel(false);
+        let engine = self
+            .sync_engine
+            .map(|engine| tokio::spawn(engine.run(stopped)));
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP")?;
+            .context("serving HTTP");
+        // Let runs in flight record their outcome before the pool closes.
+        let _ = stop_sync.send(true);
+        if let Some(engine) = engine {
+            let _ = engine.await;
+        }
+        served?;
         self.db.close().await;
         Ok(())
     }

@@ -80,6 +80,29 @@ enum Command {
     },
     /// Print the SHA-256 digest to configure for an API key (read from standard input).
     HashApiKey,
+    /// Manage the local audience source.
+    Audiences {
+        #[command(subcommand)]
+        command: AudiencesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AudiencesCommand {
+    /// Replace an audience's members with those in a file: one customer id per line (blank
+    /// lines and lines starting with `#` are skipped).
+    Import {
+        #[command(flatten)]
+        common: Common,
+        /// The audience id (as in connections' `audience.id`).
+        #[arg(long)]
+        id: String,
+        /// The audience name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The member file; `-` reads standard input.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -168,6 +191,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             for provider in config.providers.values_mut() {
                 provider.redact_secrets();
             }
+            config.audience_source.redact_secrets();
             println!(
                 "# configuration is valid ({:?} mode)\n{}",
                 config.mode,
@@ -175,6 +199,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Audiences {
+            command:
+                AudiencesCommand::Import {
+                    common,
+                    id,
+                    name,
+                    file,
+                },
+        } => import_audience(&load(&common, None)?, &id, name.as_deref(), &file).await,
         Command::HashApiKey => {
             let mut key = String::new();
             std::io::stdin()
@@ -213,6 +246,38 @@ fn token_request(
         }),
         ttl_secs: ttl,
     }
+}
+
+async fn import_audience(
+    config: &Config,
+    id: &str,
+    name: Option<&str>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let audience = crate::domain::connection::AudienceRef::parse(id, name)
+        .context("invalid audience (--id, --name)")?;
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let members = crate::domain::sync::parse_member_list(&text)
+        .with_context(|| format!("{} is not a member list", file.display()))?;
+    if config.database.url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    let db = Db::connect(&config.database_url(), 2).await?;
+    db.migrate().await?;
+    crate::store::audiences::import(&db, &audience, &members)
+        .await
+        .context("storing the audience")?;
+    db.close().await;
+    eprintln!(
+        "audience {} now has {} members; its connections pick them up at their next sync",
+        audience.id,
+        members.len()
+    );
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

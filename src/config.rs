@@ -33,6 +33,10 @@ pub struct Config {
     /// Audience connection providers by the name clients use (`provider.name`). Without any,
     /// dev mode offers one `file` provider named `file`.
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// The audience synchronization engine.
+    pub sync: SyncConfig,
+    /// Where audience membership comes from.
+    pub audience_source: AudienceSourceConfig,
 }
 
 /// One configured provider.
@@ -40,13 +44,24 @@ pub struct Config {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProviderConfig {
     /// Membership snapshots written to a directory (default `<data_dir>/audiences/<name>`).
-    File { directory: Option<PathBuf> },
+    File {
+        directory: Option<PathBuf>,
+        #[serde(flatten)]
+        schedule: ProviderSchedule,
+    },
     /// HMAC-signed JSON membership changes POSTed to a URL.
-    Webhook { url: String, secret: String },
+    Webhook {
+        url: String,
+        secret: String,
+        #[serde(flatten)]
+        schedule: ProviderSchedule,
+    },
     /// Pendo segments: `base_url` is the regional API host, e.g. `https://app.pendo.io`.
     Pendo {
         base_url: String,
         integration_key: String,
+        #[serde(flatten)]
+        schedule: ProviderSchedule,
     },
 }
 
@@ -145,6 +160,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             institution: InstitutionConfig::default(),
             providers: BTreeMap::new(),
+            sync: SyncConfig::default(),
+            audience_source: AudienceSourceConfig::default(),
         }
     }
 }
@@ -191,6 +208,144 @@ impl Default for EnabledFeatures {
     fn default() -> Self {
         Self {
             customer_audience_connections: true,
+        }
+    }
+}
+
+// ---- Audience synchronization ---------------------------------------------------------
+
+/// How often a provider's connections sync and how long one call to it may take.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ProviderSchedule {
+    /// Seconds between the syncs of an active connection (default 900).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<f64>,
+    /// Seconds one call to the provider may take before it counts as a retryable failure
+    /// (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
+}
+
+impl ProviderConfig {
+    pub fn schedule(&self) -> &ProviderSchedule {
+        match self {
+            ProviderConfig::File { schedule, .. }
+            | ProviderConfig::Webhook { schedule, .. }
+            | ProviderConfig::Pendo { schedule, .. } => schedule,
+        }
+    }
+
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.schedule().interval_secs.unwrap_or(900.0))
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.schedule().timeout_secs.unwrap_or(30.0))
+    }
+}
+
+/// `[sync]`: the engine that keeps provider resources in sync with audiences.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Run the engine in this instance (all instances of a deployment may).
+    pub enabled: bool,
+    /// How often an idle engine looks for due connections (new and activated ones wake it).
+    pub poll_interval_secs: f64,
+    /// How many connections one instance syncs at the same time.
+    pub concurrency: usize,
+    /// After this many consecutive failed runs the connection becomes `failed`.
+    pub max_consecutive_failures: u32,
+    /// How long a claimed connection stays reserved for an instance; an instance that dies
+    /// mid-run loses it after this and another takes over.
+    pub lease_secs: f64,
+    /// Retry delay after the first failure; it doubles per failure (with jitter) up to the cap.
+    pub backoff_base_secs: f64,
+    pub backoff_cap_secs: f64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval_secs: 5.0,
+            concurrency: 8,
+            max_consecutive_failures: 5,
+            lease_secs: 600.0,
+            backoff_base_secs: 10.0,
+            backoff_cap_secs: 1800.0,
+        }
+    }
+}
+
+impl SyncConfig {
+    fn check(&self, providers: &BTreeMap<String, ProviderConfig>) -> anyhow::Result<()> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{name} must be a positive number of seconds"
+                ))
+            }
+        };
+        positive("sync.poll_interval_secs", self.poll_interval_secs)?;
+        positive("sync.lease_secs", self.lease_secs)?;
+        positive("sync.backoff_base_secs", self.backoff_base_secs)?;
+        positive("sync.backoff_cap_secs", self.backoff_cap_secs)?;
+        if self.concurrency == 0 || self.max_consecutive_failures == 0 {
+            bail!("sync.concurrency and sync.max_consecutive_failures must be at least 1");
+        }
+        for (name, provider) in providers {
+            let s = provider.schedule();
+            positive(
+                &format!("providers.{name}.interval_secs"),
+                s.interval_secs.unwrap_or(1.0),
+            )?;
+            positive(
+                &format!("providers.{name}.timeout_secs"),
+                s.timeout_secs.unwrap_or(1.0),
+            )?;
+            if provider.timeout().as_secs_f64() >= self.lease_secs {
+                bail!("providers.{name}.timeout_secs must be shorter than sync.lease_secs");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[audience_source]`: where the engine reads audience membership.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AudienceSourceConfig {
+    /// The local table that `tandem audiences import` fills.
+    #[default]
+    Local,
+    /// A bank's customer-audience service: `GET {base_url}/audiences/{id}/members?limit=&start=`.
+    Http {
+        base_url: String,
+        /// A header sent with every request, e.g. `Authorization` ...
+        #[serde(default)]
+        auth_header: Option<String>,
+        /// ... and its value, e.g. `Bearer …` (a secret: never printed).
+        #[serde(default)]
+        auth_value: Option<String>,
+        /// Members asked for per page (default 1000).
+        #[serde(default)]
+        page_size: Option<u32>,
+        /// Seconds one page may take (default 30).
+        #[serde(default)]
+        timeout_secs: Option<f64>,
+    },
+}
+
+impl AudienceSourceConfig {
+    /// Blanks credentials, for printing.
+    pub fn redact_secrets(&mut self) {
+        if let AudienceSourceConfig::Http { auth_value, .. } = self
+            && auth_value.is_some()
+        {
+            *auth_value = Some("***".into());
         }
     }
 }
@@ -305,13 +460,20 @@ impl Config {
         {
             bail!("database.url must start with sqlite: or postgres://");
         }
+        self.sync.check(&self.providers)?;
         Ok(())
     }
 
     /// The providers in effect: the configured ones, or dev mode's single `file` provider.
     pub fn effective_providers(&self) -> BTreeMap<String, ProviderConfig> {
         if self.providers.is_empty() && self.mode == Mode::Dev {
-            BTreeMap::from([("file".to_owned(), ProviderConfig::File { directory: None })])
+            BTreeMap::from([(
+                "file".to_owned(),
+                ProviderConfig::File {
+                    directory: None,
+                    schedule: ProviderSchedule::default(),
+                },
+            )])
         } else {
             self.providers.clone()
         }

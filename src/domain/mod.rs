@@ -4,6 +4,7 @@ pub mod connection;
 pub mod etag;
 pub mod ids;
 pub mod rate_limit;
+pub mod sync;
 pub mod time;
 pub mod user;
 

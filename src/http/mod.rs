@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod rate_limit;
+pub mod sync_runs;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ProviderConfig};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub limiter: Arc<rate_limit::RateLimiter>,
     pub connections: Arc<dyn ConnectionRepository>,
     pub providers: Arc<BTreeMap<String, ProviderConfig>>,
+    /// The audience sync engine's history and wake-up call.
+    pub sync: crate::sync::SyncHandle,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -61,7 +64,11 @@ pub fn router(state: AppState) -> Router {
             "/customerAudienceConnections/{customerAudienceConnectionId}/failed",
             post(admin::fail),
         )
-        .route("/apiDoc", get(admin_api_doc));
+        .route("/apiDoc", get(admin_api_doc))
+        .route(
+            "/customerAudienceConnections/{customerAudienceConnectionId}/syncRuns",
+            get(sync_runs::list),
+        );
 
     Router::new()
         .nest("/bankingAdmin", admin)

@@ -1,9 +1,11 @@
 //! Storage adapters: SQL over SQLite or PostgreSQL.
 
+pub mod audiences;
 pub mod connections;
 pub mod db;
 pub mod outbox;
 mod sql;
+pub mod sync;
 
 pub use db::{Backend, Db};
 

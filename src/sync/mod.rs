@@ -1,0 +1,275 @@
+//! The audience synchronization engine: it claims due connections (leases shared through the
+//! database, so several instances cooperate), reads the audience's membership from the source,
+//! pushes the difference to the provider, and records the run.
+
+pub mod providers;
+pub mod source;
+
+use crate::config::{Config, SyncConfig};
+use crate::domain::connection::ConnectionState;
+use crate::domain::ids::ResourceId;
+use crate::domain::sync::{MemberDiff, backoff_millis};
+use crate::domain::time::Timestamp;
+use crate::store::Db;
+use crate::store::sync::{ClaimedSync, FinishedRun, RunVerdict, SqlSync, SyncRepository};
+use providers::{Provider, SyncRequest};
+use source::AudienceSource;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+/// Why a call to a provider or an audience source failed, and whether trying again may help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncError {
+    pub message: String,
+    /// None: permanent (the connection fails at once). Some: retryable, no sooner than the
+    /// given delay (a `Retry-After`), if any.
+    pub retry: Option<Option<Duration>>,
+}
+
+impl SyncError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retry: None,
+        }
+    }
+
+    pub fn retryable(message: impl Into<String>, after: Option<Duration>) -> Self {
+        Self {
+            message: message.into(),
+            retry: Some(after),
+        }
+    }
+}
+
+/// What the request handlers need of the engine: its history store and a way to wake it.
+#[derive(Clone)]
+pub struct SyncHandle {
+    pub repo: Arc<dyn SyncRepository>,
+    pub wake: Arc<Notify>,
+}
+
+impl SyncHandle {
+    pub fn new(db: Db) -> Self {
+        Self {
+            repo: Arc::new(SqlSync::new(db)),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Asks the engine to look for due work now (a new or activated connection).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+struct ConfiguredProvider {
+    provider: Arc<dyn Provider>,
+    interval: Duration,
+}
+
+pub struct SyncEngine {
+    repo: Arc<dyn SyncRepository>,
+    wake: Arc<Notify>,
+    providers: BTreeMap<String, ConfiguredProvider>,
+    source: Arc<dyn AudienceSource>,
+    config: SyncConfig,
+    /// This instance's lease owner id.
+    owner: String,
+}
+
+impl SyncEngine {
+    pub fn new(config: &Config, db: Db, handle: &SyncHandle) -> anyhow::Result<Self> {
+        let mut providers = BTreeMap::new();
+        for (name, provider_config) in config.effective_providers() {
+            providers.insert(
+                name.clone(),
+                ConfiguredProvider {
+                    provider: providers::build(&name, &provider_config, &config.data_dir)?,
+                    interval: provider_config.interval(),
+                },
+            );
+        }
+        Ok(Self {
+            repo: handle.repo.clone(),
+            wake: handle.wake.clone(),
+            providers,
+            source: source::build(&config.audience_source, db)?,
+            config: config.sync.clone(),
+            owner: uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// Works until `stop` turns true; runs in flight finish first.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let names: Vec<String> = self.providers.keys().cloned().collect();
+        let poll = Duration::from_secs_f64(self.config.poll_interval_secs);
+        tracing::info!(owner = %self.owner, providers = ?names, "audience sync engine started");
+        while !*stop.borrow() {
+            let now = Timestamp::now();
+            let lease_until = now.plus_millis(secs_to_millis(self.config.lease_secs));
+            let claimed = self
+                .repo
+                .claim(
+                    &self.owner,
+                    &names,
+                    now,
+                    lease_until,
+                    self.config.concurrency,
+                )
+                .await
+                .unwrap_or_else(|err| {
+                    tracing::warn!(error = format!("{err:#}"), "claiming due syncs failed");
+                    Vec::new()
+                });
+            let busy = claimed.len() == self.config.concurrency;
+            let mut runs = JoinSet::new();
+            for claim in claimed {
+                runs.spawn(self.clone().run_one(claim));
+            }
+            while runs.join_next().await.is_some() {}
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        tracing::info!(owner = %self.owner, "audience sync engine stopped");
+    }
+
+    async fn run_one(self: Arc<Self>, claim: ClaimedSync) {
+        let started_at = Timestamp::now();
+        let run_id = ResourceId::generate();
+        let connection = &claim.connection;
+        let Some(configured) = self.providers.get(connection.provider.as_str()) else {
+            return; // the claim only takes configured providers
+        };
+        let mut finished = FinishedRun {
+            id: run_id.clone(),
+            claim: claim.clone(),
+            started_at,
+            finished_at: started_at,
+            connected_resource_id: None,
+            added: Vec::new(),
+            removed: Vec::new(),
+            failed: 0,
+            error: None,
+            verdict: RunVerdict::Synced {
+                next_sync_at: started_at,
+            },
+        };
+        let error = match self.plan(&claim).await {
+            Err(err) => Some(err),
+            Ok((members, diff)) => {
+                let outcome = configured
+                    .provider
+                    .sync(SyncRequest {
+                        run_id: &run_id,
+                        connection,
+                        resource_id: connection.connected_resource_id.as_deref(),
+                        members: &members,
+                        diff: &diff,
+                    })
+                    .await;
+                finished.failed = (diff.len() - outcome.added.len() - outcome.removed.len()) as u64;
+                finished.connected_resource_id = outcome.resource_id;
+                finished.added = outcome.added;
+                finished.removed = outcome.removed;
+                outcome.error
+            }
+        };
+        finished.finished_at = Timestamp::now();
+        let now = finished.finished_at;
+        finished.verdict = match &error {
+            None => RunVerdict::Synced {
+                next_sync_at: now.plus_millis(duration_millis(configured.interval)),
+            },
+            Some(SyncError {
+                message,
+                retry: None,
+            }) => RunVerdict::Fail {
+                reason: message.clone(),
+            },
+            Some(SyncError {
+                message,
+                retry: Some(after),
+            }) => {
+                let failures = claim.consecutive_failures.saturating_add(1);
+                if failures >= self.config.max_consecutive_failures {
+                    RunVerdict::Fail {
+                        reason: format!("{message} ({failures} consecutive failures)"),
+                    }
+                } else {
+                    let delay = backoff_millis(
+                        failures,
+                        secs_to_millis(self.config.backoff_base_secs) as u64,
+                        secs_to_millis(self.config.backoff_cap_secs) as u64,
+                        rand::random::<f64>(),
+                        after.map(|d| duration_millis(d) as u64),
+                    );
+                    RunVerdict::Retry {
+                        next_sync_at: now.plus_millis(i64::try_from(delay).unwrap_or(i64::MAX)),
+                    }
+                }
+            }
+        };
+        finished.error = error.map(|e| e.message);
+        match self.repo.finish(&self.owner, &finished).await {
+            Ok(true) => {
+                let level_ok = finished.error.is_none();
+                tracing::info!(
+                    connection = %connection.id, run = %run_id, trigger = claim.trigger.as_str(),
+                    added = finished.added.len(), removed = finished.removed.len(),
+                    failed = finished.failed, ok = level_ok, error = finished.error.as_deref(),
+                    "audience sync run finished"
+                );
+                if matches!(finished.verdict, RunVerdict::Fail { .. })
+                    && matches!(
+                        connection.state,
+                        ConnectionState::Pending | ConnectionState::Active
+                    )
+                {
+                    tracing::warn!(connection = %connection.id, reason = finished.error.as_deref(), "connection failed");
+                }
+            }
+            Ok(false) => {
+                tracing::info!(connection = %connection.id, run = %run_id, "connection deleted or lease lost during the run; nothing recorded");
+            }
+            Err(err) => {
+                tracing::error!(connection = %connection.id, run = %run_id, error = format!("{err:#}"), "recording a sync run failed");
+            }
+        }
+    }
+
+    /// The audience's membership now and the changes the provider needs.
+    async fn plan(
+        &self,
+        claim: &ClaimedSync,
+    ) -> Result<(std::collections::BTreeSet<String>, MemberDiff), SyncError> {
+        let members = self.source.members(&claim.connection.audience.id).await?;
+        let pushed = self
+            .repo
+            .synced_members(&claim.connection.id)
+            .await
+            .map_err(|err| {
+                tracing::error!(error = format!("{err:#}"), "reading the synced membership");
+                SyncError::retryable("reading the synced membership failed", None)
+            })?;
+        let diff = MemberDiff::between(&pushed, &members);
+        Ok((members, diff))
+    }
+}
+
+fn secs_to_millis(secs: f64) -> i64 {
+    (secs * 1000.0).round() as i64
+}
+
+fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
