@@ -28,7 +28,9 @@ CREATE TABLE audience_sync_runs (
     added BIGINT NOT NULL,
     removed BIGINT NOT NULL,
     failed BIGINT NOT NULL,
-    error TEXT
+    error TEXT,
+    -- The lease owner id of the instance that ran it (for operators; see the logs).
+    instance TEXT NOT NULL
 );
 
 -- Newest first per connection; the id breaks ties and is the paging cursor.

@@ -345,8 +345,8 @@ impl SyncRepository for SqlSync {
         }
         sqlx::query(
             "INSERT INTO audience_sync_runs (id, connection_id, run_trigger, started_at, \
-             finished_at, added, removed, failed, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             finished_at, added, removed, failed, error, instance) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(run.id.as_str())
         .bind(id)
@@ -357,6 +357,7 @@ impl SyncRepository for SqlSync {
         .bind(i64::try_from(run.removed.len()).unwrap_or(i64::MAX))
         .bind(i64::try_from(run.failed).unwrap_or(i64::MAX))
         .bind(run.error.as_deref())
+        .bind(owner)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
