@@ -256,8 +256,8 @@ pub struct SyncConfig {
     pub concurrency: usize,
     /// After this many consecutive failed runs the connection becomes `failed`.
     pub max_consecutive_failures: u32,
-    /// How long a claimed connection stays reserved for an instance; an instance that dies
-    /// mid-run loses it after this and another takes over.
+    /// How long a claimed connection stays reserved for an instance (renewed while its run is
+    /// alive); an instance that dies mid-run loses it after this and another takes over.
     pub lease_secs: f64,
     /// Retry delay after the first failure; it doubles per failure (with jitter) up to the cap.
     pub backoff_base_secs: f64,
@@ -306,9 +306,6 @@ impl SyncConfig {
                 &format!("providers.{name}.timeout_secs"),
                 s.timeout_secs.unwrap_or(1.0),
             )?;
-            if provider.timeout().as_secs_f64() >= self.lease_secs {
-                bail!("providers.{name}.timeout_secs must be shorter than sync.lease_secs");
-            }
         }
         Ok(())
     }

@@ -90,6 +90,13 @@ pub trait SyncRepository: Send + Sync {
         lease_until: Timestamp,
         limit: usize,
     ) -> Result<Vec<ClaimedSync>, StoreError>;
+    /// Extends a lease this owner still holds; false when it holds it no more.
+    async fn renew(
+        &self,
+        owner: &str,
+        connection: &ResourceId,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError>;
     /// The membership last pushed to the connection's provider.
     async fn synced_members(&self, connection: &ResourceId)
     -> Result<BTreeSet<String>, StoreError>;
@@ -190,6 +197,24 @@ impl SyncRepository for SqlSync {
         ));
         let rows = q.build().fetch_all(&self.db.write).await?;
         rows.iter().map(claimed_from_row).collect()
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        connection: &ResourceId,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE audience_connections SET lease_expires_at = $3 \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(connection.as_str())
+        .bind(owner)
+        .bind(lease_until.millis())
+        .execute(&self.db.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn synced_members(

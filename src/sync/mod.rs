@@ -164,20 +164,24 @@ impl SyncEngine {
                 next_sync_at: started_at,
             },
         };
-        let error = match self.plan(&claim).await {
+        let work = async {
+            let (members, diff) = self.plan(&claim).await?;
+            let outcome = configured
+                .provider
+                .sync(SyncRequest {
+                    run_id: &run_id,
+                    connection,
+                    resource_id: connection.connected_resource_id.as_deref(),
+                    members: &members,
+                    diff: &diff,
+                })
+                .await;
+            Ok::<_, SyncError>((diff.len(), outcome))
+        };
+        let error = match self.keeping_the_lease(connection, work).await {
             Err(err) => Some(err),
-            Ok((members, diff)) => {
-                let outcome = configured
-                    .provider
-                    .sync(SyncRequest {
-                        run_id: &run_id,
-                        connection,
-                        resource_id: connection.connected_resource_id.as_deref(),
-                        members: &members,
-                        diff: &diff,
-                    })
-                    .await;
-                finished.failed = (diff.len() - outcome.added.len() - outcome.removed.len()) as u64;
+            Ok((due, outcome)) => {
+                finished.failed = (due - outcome.added.len() - outcome.removed.len()) as u64;
                 finished.connected_resource_id = outcome.resource_id;
                 finished.added = outcome.added;
                 finished.removed = outcome.removed;
@@ -243,6 +247,31 @@ impl SyncEngine {
             }
             Err(err) => {
                 tracing::error!(connection = %connection.id, run = %run_id, error = format!("{err:#}"), "recording a sync run failed");
+            }
+        }
+    }
+
+    /// Runs `work` while renewing the connection's lease every third of its duration, so that a
+    /// long run is not taken over by another instance while it is alive.
+    async fn keeping_the_lease<T>(
+        &self,
+        connection: &crate::domain::connection::Connection,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let lease_ms = secs_to_millis(self.config.lease_secs);
+        let mut renewals =
+            tokio::time::interval(Duration::from_millis((lease_ms / 3).max(1) as u64));
+        renewals.tick().await; // the first tick is immediate
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = renewals.tick() => {
+                    let until = Timestamp::now().plus_millis(lease_ms);
+                    if let Err(err) = self.repo.renew(&self.owner, &connection.id, until).await {
+                        tracing::warn!(connection = %connection.id, error = format!("{err:#}"), "renewing a sync lease failed");
+                    }
+                }
             }
         }
     }
