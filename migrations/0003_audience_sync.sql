@@ -12,16 +12,17 @@ ALTER TABLE audience_connections ADD COLUMN lease_expires_at BIGINT;
 CREATE INDEX audience_connections_due ON audience_connections (state, next_sync_at);
 
 -- The membership last pushed successfully to the provider, so that each run is a diff.
+-- Deleting a connection deletes its rows here and in the run history, in its transaction.
 CREATE TABLE audience_synced_members (
-    connection_id TEXT NOT NULL REFERENCES audience_connections (id) ON DELETE CASCADE,
+    connection_id TEXT NOT NULL,
     customer_id TEXT NOT NULL,
     PRIMARY KEY (connection_id, customer_id)
 );
 
--- One row per finished run. Deleting the connection deletes its history.
+-- One row per finished run.
 CREATE TABLE audience_sync_runs (
     id TEXT PRIMARY KEY,
-    connection_id TEXT NOT NULL REFERENCES audience_connections (id) ON DELETE CASCADE,
+    connection_id TEXT NOT NULL,
     run_trigger TEXT NOT NULL,
     started_at BIGINT NOT NULL,
     finished_at BIGINT NOT NULL,

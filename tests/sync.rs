@@ -19,6 +19,7 @@ const AUDIENCE: &str = "590c0c441f3241de9526";
 
 /// Small timings so that retries and intervals elapse within a test.
 fn fast(config: &mut Config) {
+    config.sync.enabled = true;
     config.sync.poll_interval_secs = 0.05;
     config.sync.backoff_base_secs = 0.05;
     config.sync.backoff_cap_secs = 0.2;

@@ -254,10 +254,15 @@ impl ConnectionRepository for SqlConnections {
     }
 
     async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError> {
+        let mut tx = self.db.write.begin().await?;
         let done = sqlx::query("DELETE FROM audience_connections WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.db.write)
+            .execute(&mut *tx)
             .await?;
+        // Its sync history and pushed membership go with it; a run in flight finds the
+        // connection gone and records nothing (store::sync::finish).
+        super::sync::delete_history(&mut tx, id.as_str()).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 }

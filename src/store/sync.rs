@@ -143,6 +143,19 @@ pub(crate) async fn schedule_activation(
     Ok(())
 }
 
+/// Inside `delete`'s transaction: a deleted connection leaves no runs or membership behind.
+pub(crate) async fn delete_history(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    for table in ["audience_sync_runs", "audience_synced_members"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE connection_id = $1"
+        )))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 fn claimed_from_row(row: &AnyRow) -> Result<ClaimedSync, StoreError> {
     let trigger: String = row.try_get("next_sync_trigger")?;
     Ok(ClaimedSync {
