@@ -297,6 +297,16 @@ impl SyncConfig {
             bail!("sync.concurrency and sync.max_consecutive_failures must be at least 1");
         }
         for (name, provider) in providers {
+            let url = match provider {
+                ProviderConfig::File { .. } => None,
+                ProviderConfig::Webhook { url, .. } => Some(url),
+                ProviderConfig::Pendo { base_url, .. } => Some(base_url),
+            };
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                bail!("providers.{name}: {url:?} is not an http(s) URL");
+            }
             let s = provider.schedule();
             positive(
                 &format!("providers.{name}.interval_secs"),
@@ -337,6 +347,24 @@ pub enum AudienceSourceConfig {
 }
 
 impl AudienceSourceConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        if let AudienceSourceConfig::Http {
+            base_url,
+            auth_header,
+            auth_value,
+            ..
+        } = self
+        {
+            if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+                bail!("audience_source.base_url {base_url:?} is not an http(s) URL");
+            }
+            if auth_header.is_some() != auth_value.is_some() {
+                bail!("audience_source: set both auth_header and auth_value, or neither");
+            }
+        }
+        Ok(())
+    }
+
     /// Blanks credentials, for printing.
     pub fn redact_secrets(&mut self) {
         if let AudienceSourceConfig::Http { auth_value, .. } = self
@@ -366,6 +394,11 @@ pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
         "institution.enabled_features.customerAudienceConnections",
         ValueKind::Bool,
     ),
+    // Audience synchronization.
+    ("sync.enabled", ValueKind::Bool),
+    ("sync.poll_interval_secs", ValueKind::Float),
+    ("sync.concurrency", ValueKind::Integer),
+    ("sync.max_consecutive_failures", ValueKind::Integer),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -458,6 +491,7 @@ impl Config {
             bail!("database.url must start with sqlite: or postgres://");
         }
         self.sync.check(&self.providers)?;
+        self.audience_source.check()?;
         Ok(())
     }
 
@@ -620,6 +654,43 @@ mod tests {
         std::fs::write(&file, "colour = \"blue\"\n").unwrap();
         let err = Config::load(Some(&file), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("colour"), "{err:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sync_settings_and_provider_schedules_are_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("tandem-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tandem.toml");
+        let base = "mode = \"dev\"\n[providers.pendo]\nkind = \"pendo\"\nbase_url = \"https://app.eu.pendo.io\"\nintegration_key = \"k\"\n";
+        std::fs::write(
+            &file,
+            format!("{base}interval_secs = 60\ntimeout_secs = 2.5\n[sync]\nmax_consecutive_failures = 3\n[audience_source]\nkind = \"http\"\nbase_url = \"https://aud\"\nauth_header = \"Authorization\"\nauth_value = \"Bearer s\"\n"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[("TANDEM_SYNC_CONCURRENCY", "2")])).unwrap();
+        let pendo = &c.effective_providers()["pendo"];
+        assert_eq!(pendo.interval(), std::time::Duration::from_secs(60));
+        assert_eq!(pendo.timeout(), std::time::Duration::from_millis(2500));
+        assert_eq!(c.sync.max_consecutive_failures, 3);
+        assert_eq!(c.sync.concurrency, 2);
+        let mut source = c.audience_source.clone();
+        source.redact_secrets();
+        assert!(!toml::to_string(&source).unwrap().contains("Bearer s"));
+
+        for bad in [
+            format!("{base}colour = \"blue\"\n"),
+            format!("{base}interval_secs = 0\n"),
+            format!("{base}[sync]\nconcurrency = 0\n"),
+            format!("{base}[sync]\nlease_secs = -1\n"),
+            base.replace("https://app.eu.pendo.io", "app.pendo.io"),
+            format!(
+                "{base}[audience_source]\nkind = \"http\"\nbase_url = \"https://aud\"\nauth_header = \"Authorization\"\n"
+            ),
+        ] {
+            std::fs::write(&file, &bad).unwrap();
+            assert!(Config::load(Some(&file), env(&[])).is_err(), "{bad}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -108,38 +108,34 @@ impl SyncEngine {
         let names: Vec<String> = self.providers.keys().cloned().collect();
         let poll = Duration::from_secs_f64(self.config.poll_interval_secs);
         tracing::info!(owner = %self.owner, providers = ?names, "audience sync engine started");
+        let mut runs = JoinSet::new();
         while !*stop.borrow() {
-            let now = Timestamp::now();
-            let lease_until = now.plus_millis(secs_to_millis(self.config.lease_secs));
-            let claimed = self
-                .repo
-                .claim(
-                    &self.owner,
-                    &names,
-                    now,
-                    lease_until,
-                    self.config.concurrency,
-                )
-                .await
-                .unwrap_or_else(|err| {
-                    tracing::warn!(error = format!("{err:#}"), "claiming due syncs failed");
-                    Vec::new()
-                });
-            let busy = claimed.len() == self.config.concurrency;
-            let mut runs = JoinSet::new();
-            for claim in claimed {
-                runs.spawn(self.clone().run_one(claim));
-            }
-            while runs.join_next().await.is_some() {}
-            if busy {
-                continue;
+            // Fill the free slots; a slow provider holds only its own slot.
+            let free = self.config.concurrency.saturating_sub(runs.len());
+            if free > 0 {
+                let now = Timestamp::now();
+                let lease_until = now.plus_millis(secs_to_millis(self.config.lease_secs));
+                let claimed = self
+                    .repo
+                    .claim(&self.owner, &names, now, lease_until, free)
+                    .await
+                    .unwrap_or_else(|err| {
+                        tracing::warn!(error = format!("{err:#}"), "claiming due syncs failed");
+                        Vec::new()
+                    });
+                for claim in claimed {
+                    runs.spawn(self.clone().run_one(claim));
+                }
             }
             tokio::select! {
+                Some(_) = runs.join_next(), if !runs.is_empty() => {}
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(poll) => {}
                 _ = stop.changed() => {}
             }
         }
+        // Runs in flight record their outcome before the engine stops.
+        while runs.join_next().await.is_some() {}
         tracing::info!(owner = %self.owner, "audience sync engine stopped");
     }
 
@@ -181,7 +177,8 @@ impl SyncEngine {
         let error = match self.keeping_the_lease(connection, work).await {
             Err(err) => Some(err),
             Ok((due, outcome)) => {
-                finished.failed = (due - outcome.added.len() - outcome.removed.len()) as u64;
+                finished.failed =
+                    due.saturating_sub(outcome.added.len() + outcome.removed.len()) as u64;
                 finished.connected_resource_id = outcome.resource_id;
                 finished.added = outcome.added;
                 finished.removed = outcome.removed;
