@@ -76,6 +76,19 @@ pub fn backoff_millis(
     delay.max(retry_after_ms.unwrap_or(0))
 }
 
+/// A `Retry-After` value: delay-seconds, or an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`)
+/// turned into the time left from `now_ms`. None when it is neither.
+pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs.saturating_mul(1000));
+    }
+    let at =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+    Some(u64::try_from(at_ms - now_ms).unwrap_or(0))
+}
+
 /// The longest customer id accepted (the seeds' `externalResourceId` bound).
 pub const MAX_CUSTOMER_ID_LEN: usize = 256;
 
@@ -140,6 +153,23 @@ mod tests {
         assert_eq!(backoff_millis(3, 100, 10_000, 0.0, None), 200);
         assert_eq!(backoff_millis(60, 100, 10_000, 0.0, None), 5_000);
         assert_eq!(backoff_millis(1, 100, 10_000, 0.0, Some(3_000)), 3_000);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        assert_eq!(parse_retry_after("120", 0), Some(120_000));
+        // 1994-11-06T08:49:37Z
+        let at = 784_111_777_000;
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", at - 5_000),
+            Some(5_000)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", at + 1),
+            Some(0)
+        );
+        assert_eq!(parse_retry_after("soon", 0), None);
+        assert_eq!(parse_retry_after("-3", 0), None);
     }
 
     #[test]

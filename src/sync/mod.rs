@@ -223,11 +223,10 @@ impl SyncEngine {
         finished.error = error.map(|e| e.message);
         match self.repo.finish(&self.owner, &finished).await {
             Ok(true) => {
-                let level_ok = finished.error.is_none();
                 tracing::info!(
                     connection = %connection.id, run = %run_id, trigger = claim.trigger.as_str(),
                     added = finished.added.len(), removed = finished.removed.len(),
-                    failed = finished.failed, ok = level_ok, error = finished.error.as_deref(),
+                    failed = finished.failed, ok = finished.error.is_none(), error = finished.error.as_deref(),
                     "audience sync run finished"
                 );
                 if matches!(finished.verdict, RunVerdict::Fail { .. })

@@ -5,7 +5,7 @@ use super::SyncError;
 use crate::config::ProviderConfig;
 use crate::domain::connection::Connection;
 use crate::domain::ids::ResourceId;
-use crate::domain::sync::MemberDiff;
+use crate::domain::sync::{MemberDiff, parse_retry_after};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -114,8 +114,8 @@ pub(crate) async fn http_failure(
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| parse_retry_after(v, Timestamp::now().millis()))
+        .map(Duration::from_millis);
     let body = response.text().await.unwrap_or_default();
     let snippet: String = body.chars().take(200).collect();
     let message = format!("{what} answered {status}: {snippet}");
