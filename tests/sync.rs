@@ -414,6 +414,49 @@ async fn inactive_connections_are_not_synced_and_deleted_ones_leave_nothing(back
     }
 }
 
+async fn deleting_a_connection_stops_its_run_in_flight(backend: Backend) {
+    let fake = sync_fakes::pendo().await;
+    // Five calls of half a second each: upload and four batches of 1000.
+    fake.script((0..5).map(|_| Scripted::Slow(Duration::from_millis(500))));
+    let app = TestApp::spawn_with(backend, |c| {
+        with_pendo(c, &fake, PENDO_KEY, 3600.0);
+        c.sync.lease_secs = 0.6;
+    })
+    .await;
+    import(&app, AUDIENCE, &members("c-", 0..5000)).await;
+    let id = create(&app, &json!({"name": "pendo"})).await;
+    eventually("the first Pendo call", 20, || async {
+        (!fake.calls().is_empty()).then_some(())
+    })
+    .await;
+    let res = app
+        .as_admin(Method::DELETE, &format!("{BASE}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        fake.calls().len() <= 2,
+        "the run stopped: {} calls",
+        fake.calls().len()
+    );
+    let left: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) AS n FROM audience_sync_runs")
+            .fetch_one(&app.db.read)
+            .await
+            .unwrap(),
+        "n",
+    );
+    assert_eq!(left, 0, "nothing recorded for a deleted connection");
+    let res = app
+        .as_admin(Method::GET, &format!("{BASE}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND, "not resurrected");
+}
+
 // ---- Webhook -----------------------------------------------------------------------------
 
 async fn webhook_receives_signed_membership_changes(backend: Backend) {
@@ -672,6 +715,7 @@ on_both_backends!(
     pendo_401_fails_the_connection_at_once_and_activation_retries,
     too_many_retryable_failures_fail_the_connection,
     inactive_connections_are_not_synced_and_deleted_ones_leave_nothing,
+    deleting_a_connection_stops_its_run_in_flight,
     webhook_receives_signed_membership_changes,
     dev_mode_file_provider_goes_pending_to_active_and_writes_the_snapshot,
     an_unknown_audience_fails_with_a_reason_and_activation_recovers,

@@ -20,27 +20,34 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-/// Why a call to a provider or an audience source failed, and whether trying again may help.
+/// Whether trying again may help.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Recovery {
+    /// The connection fails at once.
+    Permanent,
+    /// Retry with back-off, no sooner than `after` (a `Retry-After`) when given.
+    Retryable { after: Option<Duration> },
+}
+
+/// Why a call to a provider or an audience source failed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncError {
     pub message: String,
-    /// None: permanent (the connection fails at once). Some: retryable, no sooner than the
-    /// given delay (a `Retry-After`), if any.
-    pub retry: Option<Option<Duration>>,
+    pub recovery: Recovery,
 }
 
 impl SyncError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            retry: None,
+            recovery: Recovery::Permanent,
         }
     }
 
     pub fn retryable(message: impl Into<String>, after: Option<Duration>) -> Self {
         Self {
             message: message.into(),
-            retry: Some(after),
+            recovery: Recovery::Retryable { after },
         }
     }
 }
@@ -174,7 +181,11 @@ impl SyncEngine {
                 .await;
             Ok::<_, SyncError>((diff.len(), outcome))
         };
-        let error = match self.keeping_the_lease(connection, work).await {
+        let Some(result) = self.keeping_the_lease(connection, work).await else {
+            tracing::info!(connection = %connection.id, run = %run_id, "connection deleted or lease lost: run abandoned");
+            return;
+        };
+        let error = match result {
             Err(err) => Some(err),
             Ok((due, outcome)) => {
                 finished.failed =
@@ -193,13 +204,13 @@ impl SyncEngine {
             },
             Some(SyncError {
                 message,
-                retry: None,
+                recovery: Recovery::Permanent,
             }) => RunVerdict::Fail {
                 reason: message.clone(),
             },
             Some(SyncError {
                 message,
-                retry: Some(after),
+                recovery: Recovery::Retryable { after },
             }) => {
                 let failures = claim.consecutive_failures.saturating_add(1);
                 if failures >= self.config.max_consecutive_failures {
@@ -247,25 +258,31 @@ impl SyncEngine {
         }
     }
 
-    /// Runs `work` while renewing the connection's lease every third of its duration, so that a
-    /// long run is not taken over by another instance while it is alive.
+    /// Runs `work` while renewing the connection's lease, so that a long run is not taken over
+    /// by another instance while it is alive. None when the lease is gone (the connection was
+    /// deleted, or the lease expired and another instance took it): the work stops there.
     async fn keeping_the_lease<T>(
         &self,
         connection: &crate::domain::connection::Connection,
         work: impl std::future::Future<Output = T>,
-    ) -> T {
+    ) -> Option<T> {
         let lease_ms = secs_to_millis(self.config.lease_secs);
-        let mut renewals =
-            tokio::time::interval(Duration::from_millis((lease_ms / 3).max(1) as u64));
+        // Often enough to keep the lease, and to notice a deletion within seconds.
+        let period = (lease_ms / 3).clamp(1, LEASE_CHECK_MAX_MS);
+        let mut renewals = tokio::time::interval(Duration::from_millis(period as u64));
         renewals.tick().await; // the first tick is immediate
         tokio::pin!(work);
         loop {
             tokio::select! {
-                done = &mut work => return done,
+                done = &mut work => return Some(done),
                 _ = renewals.tick() => {
                     let until = Timestamp::now().plus_millis(lease_ms);
-                    if let Err(err) = self.repo.renew(&self.owner, &connection.id, until).await {
-                        tracing::warn!(connection = %connection.id, error = format!("{err:#}"), "renewing a sync lease failed");
+                    match self.repo.renew(&self.owner, &connection.id, until).await {
+                        Ok(true) => {}
+                        Ok(false) => return None,
+                        Err(err) => {
+                            tracing::warn!(connection = %connection.id, error = format!("{err:#}"), "renewing a sync lease failed");
+                        }
                     }
                 }
             }
@@ -290,6 +307,9 @@ impl SyncEngine {
         Ok((members, diff))
     }
 }
+
+/// The longest time between two lease renewals of a running sync.
+const LEASE_CHECK_MAX_MS: i64 = 5_000;
 
 fn secs_to_millis(secs: f64) -> i64 {
     (secs * 1000.0).round() as i64

@@ -23,6 +23,8 @@ pub enum Scripted {
     Status(u16, Option<u64>),
     /// Answer only after this long (longer than the provider timeout: a timeout).
     Delay(Duration),
+    /// Do the work, but slowly.
+    Slow(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +143,7 @@ async fn start(handler: fn(Arc<Mutex<FakeState>>, Call) -> Response) -> Fake {
                         tokio::time::sleep(d).await;
                         return StatusCode::GATEWAY_TIMEOUT.into_response();
                     }
+                    Some(Scripted::Slow(d)) => tokio::time::sleep(d).await,
                     None => {}
                 }
                 handler(state, call)
