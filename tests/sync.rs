@@ -771,11 +771,11 @@ async fn a_crashed_instances_lease_is_taken_over_when_it_expires(backend: Backen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_run_keeps_its_lease_against_other_instances_on_postgres() {
     let fake = sync_fakes::pendo().await;
-    // The first call outlives the lease three times over; the lease is renewed meanwhile.
-    fake.script([Scripted::Delay(Duration::from_millis(1800))]);
+    // The first call outlives the lease more than twice; the lease is renewed meanwhile.
+    fake.script([Scripted::Delay(Duration::from_millis(3000))]);
     let app = TestApp::spawn_with(Backend::Postgres, |c| {
         with_pendo(c, &fake, PENDO_KEY, 3600.0);
-        c.sync.lease_secs = 0.6;
+        c.sync.lease_secs = 1.2;
         c.providers.insert(
             "pendo".into(),
             ProviderConfig::Pendo {
@@ -783,7 +783,7 @@ async fn a_long_run_keeps_its_lease_against_other_instances_on_postgres() {
                 integration_key: PENDO_KEY.into(),
                 schedule: ProviderSchedule {
                     interval_secs: Some(3600.0),
-                    timeout_secs: Some(3.0),
+                    timeout_secs: Some(5.0),
                 },
             },
         );
@@ -796,7 +796,7 @@ async fn a_long_run_keeps_its_lease_against_other_instances_on_postgres() {
     in_state(&app, &id, "active").await;
     let calls = fake.calls();
     assert!(
-        calls[1].at - calls[0].at >= Duration::from_millis(1750),
+        calls[1].at - calls[0].at >= Duration::from_millis(2950),
         "nobody else called while the first run was alive"
     );
     assert_eq!(triggers(&runs(&app, &id).await), vec!["retry", "created"]);
