@@ -172,8 +172,9 @@ async fn pendo_segment_is_created_then_kept_in_sync_in_batches_of_1000(backend: 
         .into_iter()
         .chain(members("new-", 0..3))
         .collect();
-    import(&app, AUDIENCE, &second).await;
+    // Runs before the import have nothing to send, so every call from here on is the change.
     let before = fake.calls().len();
+    import(&app, AUDIENCE, &second).await;
     let r = eventually("a scheduled run with the changes", 20, || async {
         let r = runs(&app, &id).await;
         r["items"]
