@@ -6,13 +6,12 @@ pub mod providers;
 pub mod source;
 
 use crate::config::{Config, SyncConfig};
-use crate::domain::connection::ConnectionState;
 use crate::domain::ids::ResourceId;
 use crate::domain::sync::{MemberDiff, backoff_millis};
 use crate::domain::time::Timestamp;
 use crate::store::Db;
 use crate::store::sync::{ClaimedSync, FinishedRun, RunVerdict, SqlSync, SyncRepository};
-use providers::{Provider, SyncRequest};
+use providers::{Provider, SyncOutcome, SyncRequest};
 use source::AudienceSource;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -153,20 +152,6 @@ impl SyncEngine {
         let Some(configured) = self.providers.get(connection.provider.as_str()) else {
             return; // the claim only takes configured providers
         };
-        let mut finished = FinishedRun {
-            id: run_id.clone(),
-            claim: claim.clone(),
-            started_at,
-            finished_at: started_at,
-            connected_resource_id: None,
-            added: Vec::new(),
-            removed: Vec::new(),
-            failed: 0,
-            error: None,
-            verdict: RunVerdict::Synced {
-                next_sync_at: started_at,
-            },
-        };
         let work = async {
             let (members, diff) = self.plan(&claim).await?;
             let outcome = configured
@@ -185,53 +170,29 @@ impl SyncEngine {
             tracing::info!(connection = %connection.id, run = %run_id, "connection deleted or lease lost: run abandoned");
             return;
         };
-        let error = match result {
-            Err(err) => Some(err),
-            Ok((due, outcome)) => {
-                finished.failed =
-                    due.saturating_sub(outcome.added.len() + outcome.removed.len()) as u64;
-                finished.connected_resource_id = outcome.resource_id;
-                finished.added = outcome.added;
-                finished.removed = outcome.removed;
-                outcome.error
-            }
+        let (due, outcome) = match result {
+            Ok(done) => done,
+            Err(err) => (0, SyncOutcome::failed(err)),
         };
-        finished.finished_at = Timestamp::now();
-        let now = finished.finished_at;
-        finished.verdict = match &error {
-            None => RunVerdict::Synced {
-                next_sync_at: now.plus_millis(duration_millis(configured.interval)),
-            },
-            Some(SyncError {
-                message,
-                recovery: Recovery::Permanent,
-            }) => RunVerdict::Fail {
-                reason: message.clone(),
-            },
-            Some(SyncError {
-                message,
-                recovery: Recovery::Retryable { after },
-            }) => {
-                let failures = claim.consecutive_failures.saturating_add(1);
-                if failures >= self.config.max_consecutive_failures {
-                    RunVerdict::Fail {
-                        reason: format!("{message} ({failures} consecutive failures)"),
-                    }
-                } else {
-                    let delay = backoff_millis(
-                        failures,
-                        secs_to_millis(self.config.backoff_base_secs) as u64,
-                        secs_to_millis(self.config.backoff_cap_secs) as u64,
-                        rand::random::<f64>(),
-                        after.map(|d| duration_millis(d) as u64),
-                    );
-                    RunVerdict::Retry {
-                        next_sync_at: now.plus_millis(i64::try_from(delay).unwrap_or(i64::MAX)),
-                    }
-                }
-            }
+        let finished_at = Timestamp::now();
+        let verdict = self.verdict(
+            &claim,
+            configured.interval,
+            outcome.error.as_ref(),
+            finished_at,
+        );
+        let finished = FinishedRun {
+            id: run_id.clone(),
+            claim: claim.clone(),
+            started_at,
+            finished_at,
+            failed: due.saturating_sub(outcome.added.len() + outcome.removed.len()) as u64,
+            connected_resource_id: outcome.resource_id,
+            added: outcome.added,
+            removed: outcome.removed,
+            error: outcome.error.map(|e| e.message),
+            verdict,
         };
-        finished.error = error.map(|e| e.message);
         match self.repo.finish(&self.owner, &finished).await {
             Ok(true) => {
                 tracing::info!(
@@ -240,13 +201,8 @@ impl SyncEngine {
                     failed = finished.failed, ok = finished.error.is_none(), error = finished.error.as_deref(),
                     "audience sync run finished"
                 );
-                if matches!(finished.verdict, RunVerdict::Fail { .. })
-                    && matches!(
-                        connection.state,
-                        ConnectionState::Pending | ConnectionState::Active
-                    )
-                {
-                    tracing::warn!(connection = %connection.id, reason = finished.error.as_deref(), "connection failed");
+                if let RunVerdict::Fail { reason } = &finished.verdict {
+                    tracing::warn!(connection = %connection.id, reason, "sync gave up: the connection fails");
                 }
             }
             Ok(false) => {
@@ -255,6 +211,42 @@ impl SyncEngine {
             Err(err) => {
                 tracing::error!(connection = %connection.id, run = %run_id, error = format!("{err:#}"), "recording a sync run failed");
             }
+        }
+    }
+
+    /// What a run's error (or its absence) means for the connection's schedule and state.
+    fn verdict(
+        &self,
+        claim: &ClaimedSync,
+        interval: Duration,
+        error: Option<&SyncError>,
+        now: Timestamp,
+    ) -> RunVerdict {
+        let Some(error) = error else {
+            return RunVerdict::Synced {
+                next_sync_at: now.plus_millis(duration_millis(interval)),
+            };
+        };
+        let Recovery::Retryable { after } = error.recovery else {
+            return RunVerdict::Fail {
+                reason: error.message.clone(),
+            };
+        };
+        let failures = claim.consecutive_failures.saturating_add(1);
+        if failures >= self.config.max_consecutive_failures {
+            return RunVerdict::Fail {
+                reason: format!("{} ({failures} consecutive failures)", error.message),
+            };
+        }
+        let delay = backoff_millis(
+            failures,
+            secs_to_millis(self.config.backoff_base_secs) as u64,
+            secs_to_millis(self.config.backoff_cap_secs) as u64,
+            rand::random::<f64>(),
+            after.map(|d| duration_millis(d) as u64),
+        );
+        RunVerdict::Retry {
+            next_sync_at: now.plus_millis(i64::try_from(delay).unwrap_or(i64::MAX)),
         }
     }
 

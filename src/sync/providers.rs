@@ -40,7 +40,7 @@ pub struct SyncOutcome {
 }
 
 impl SyncOutcome {
-    fn failed(error: SyncError) -> Self {
+    pub(crate) fn failed(error: SyncError) -> Self {
         Self {
             error: Some(error),
             ..Self::default()
