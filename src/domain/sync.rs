@@ -2,6 +2,8 @@
 //! member list format of `tandem audiences import`.
 
 use super::ValidationError;
+use super::connection::ConnectionState;
+use super::time::Timestamp;
 use std::collections::BTreeSet;
 
 /// Why a sync run started.
@@ -32,6 +34,89 @@ impl Trigger {
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == value)
     }
+}
+
+/// When a connection syncs next, why, and how many runs in a row have failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub next_sync_at: Timestamp,
+    pub trigger: Trigger,
+    pub consecutive_failures: i64,
+}
+
+/// What a run concluded for its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunVerdict {
+    /// Everything was pushed; sync again at `next_sync_at`.
+    Synced { next_sync_at: Timestamp },
+    /// A retryable failure; retry at `next_sync_at`.
+    Retry { next_sync_at: Timestamp },
+    /// A permanent failure or too many retryable ones: the connection becomes `failed`.
+    Fail { reason: String },
+}
+
+/// How a finished run changes its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub schedule: Schedule,
+    pub state: ConnectionState,
+    /// `Some(new reason)` when the state reason changes (`Some(None)` clears it).
+    pub state_reason: Option<Option<String>>,
+    /// The run succeeded: `lastSyncedAt` moves.
+    pub synced: bool,
+}
+
+/// Applies a run's verdict to the connection as it is now (`state`, `current` schedule).
+/// The engine moves only `pending -> active | failed` and `active -> failed`, so an admin's
+/// concurrent deactivation or failure stands; and when the schedule differs from the one the
+/// run was claimed with (`claimed_next_sync_at`), an admin activated the connection meanwhile
+/// and that schedule (due now, failures reset) stands too.
+pub fn settle(
+    state: ConnectionState,
+    current: &Schedule,
+    claimed_next_sync_at: Timestamp,
+    verdict: &RunVerdict,
+) -> Settlement {
+    let rescheduled = current.next_sync_at != claimed_next_sync_at;
+    let mut settlement = Settlement {
+        schedule: current.clone(),
+        state,
+        state_reason: None,
+        synced: false,
+    };
+    match verdict {
+        RunVerdict::Synced { next_sync_at } => {
+            settlement.synced = true;
+            if !rescheduled {
+                settlement.schedule = Schedule {
+                    next_sync_at: *next_sync_at,
+                    trigger: Trigger::Scheduled,
+                    consecutive_failures: 0,
+                };
+            }
+            if state == ConnectionState::Pending {
+                settlement.state = ConnectionState::Active;
+                settlement.state_reason = Some(None);
+            }
+        }
+        RunVerdict::Retry { next_sync_at } if !rescheduled => {
+            settlement.schedule = Schedule {
+                next_sync_at: *next_sync_at,
+                trigger: Trigger::Retry,
+                consecutive_failures: current.consecutive_failures + 1,
+            };
+        }
+        RunVerdict::Fail { reason } if !rescheduled => {
+            settlement.schedule.trigger = Trigger::Scheduled;
+            settlement.schedule.consecutive_failures += 1;
+            if matches!(state, ConnectionState::Pending | ConnectionState::Active) {
+                settlement.state = ConnectionState::Failed;
+                settlement.state_reason = Some(Some(reason.clone()));
+            }
+        }
+        RunVerdict::Retry { .. } | RunVerdict::Fail { .. } => {}
+    }
+    settlement
 }
 
 /// The changes that bring a provider's copy of an audience from `current` to `desired`.
@@ -170,6 +255,79 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", 0), None);
         assert_eq!(parse_retry_after("-3", 0), None);
+    }
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    fn schedule(next: i64, trigger: Trigger, failures: i64) -> Schedule {
+        Schedule {
+            next_sync_at: at(next),
+            trigger,
+            consecutive_failures: failures,
+        }
+    }
+
+    #[test]
+    fn a_first_success_activates_and_schedules_the_next_run() {
+        let s = settle(
+            ConnectionState::Pending,
+            &schedule(0, Trigger::Created, 2),
+            at(0),
+            &RunVerdict::Synced {
+                next_sync_at: at(900),
+            },
+        );
+        assert_eq!(s.state, ConnectionState::Active);
+        assert_eq!(s.state_reason, Some(None));
+        assert!(s.synced);
+        assert_eq!(s.schedule, schedule(900, Trigger::Scheduled, 0));
+    }
+
+    #[test]
+    fn failures_count_up_and_fail_only_the_engines_own_states() {
+        let current = schedule(5, Trigger::Scheduled, 1);
+        let retry = settle(
+            ConnectionState::Active,
+            &current,
+            at(5),
+            &RunVerdict::Retry {
+                next_sync_at: at(50),
+            },
+        );
+        assert_eq!(retry.schedule, schedule(50, Trigger::Retry, 2));
+        assert_eq!(retry.state, ConnectionState::Active);
+        assert!(!retry.synced);
+        let fail = RunVerdict::Fail {
+            reason: "401".into(),
+        };
+        let failed = settle(ConnectionState::Active, &current, at(5), &fail);
+        assert_eq!(failed.state, ConnectionState::Failed);
+        assert_eq!(failed.state_reason, Some(Some("401".into())));
+        assert_eq!(failed.schedule.consecutive_failures, 2);
+        // An admin deactivated it during the run: that stands.
+        let kept = settle(ConnectionState::Inactive, &current, at(5), &fail);
+        assert_eq!(kept.state, ConnectionState::Inactive);
+        assert_eq!(kept.state_reason, None);
+    }
+
+    #[test]
+    fn an_activation_during_the_run_keeps_its_immediate_resync() {
+        let activated = schedule(7, Trigger::Activated, 0);
+        for verdict in [
+            RunVerdict::Synced {
+                next_sync_at: at(900),
+            },
+            RunVerdict::Retry {
+                next_sync_at: at(50),
+            },
+            RunVerdict::Fail { reason: "x".into() },
+        ] {
+            let s = settle(ConnectionState::Active, &activated, at(5), &verdict);
+            assert_eq!(s.schedule, activated, "{verdict:?}");
+            assert_eq!(s.state, ConnectionState::Active, "{verdict:?}");
+        }
     }
 
     #[test]

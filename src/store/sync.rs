@@ -7,7 +7,8 @@ use super::sql::{Param, SqlBuilder};
 use super::{Backend, Db, StoreError};
 use crate::domain::connection::{Connection, ConnectionState};
 use crate::domain::ids::ResourceId;
-use crate::domain::sync::Trigger;
+
+use crate::domain::sync::{RunVerdict, Schedule, Trigger, settle};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -21,19 +22,8 @@ pub struct ClaimedSync {
     pub connection: Connection,
     pub trigger: Trigger,
     /// The schedule as claimed: a different value at the end means an admin rescheduled it.
-    pub next_sync_at: i64,
+    pub next_sync_at: Timestamp,
     pub consecutive_failures: u32,
-}
-
-/// What the run concluded for the connection.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunVerdict {
-    /// Everything was pushed; sync again at `next_sync_at`.
-    Synced { next_sync_at: Timestamp },
-    /// A retryable failure; retry at `next_sync_at`.
-    Retry { next_sync_at: Timestamp },
-    /// A permanent failure or too many retryable ones: the connection becomes `failed`.
-    Fail { reason: String },
 }
 
 /// A finished run, as the engine reports it.
@@ -162,7 +152,7 @@ fn claimed_from_row(row: &AnyRow) -> Result<ClaimedSync, StoreError> {
         connection: connection_from_row(row)?,
         trigger: Trigger::parse(&trigger)
             .with_context(|| format!("stored sync trigger {trigger:?} is unknown"))?,
-        next_sync_at: row.try_get("next_sync_at")?,
+        next_sync_at: Timestamp::from_millis(row.try_get("next_sync_at")?),
         consecutive_failures: u32::try_from(row.try_get::<i64, _>("consecutive_failures")?)
             .unwrap_or(u32::MAX),
     })
@@ -270,84 +260,45 @@ impl SyncRepository for SqlSync {
         let state_text: String = row.try_get("state")?;
         let state = ConnectionState::parse(&state_text)
             .with_context(|| format!("stored state {state_text:?} is unknown"))?;
-        let mut revision: i64 = row.try_get("revision")?;
+        let trigger_text: String = row.try_get("next_sync_trigger")?;
+        let current = Schedule {
+            next_sync_at: Timestamp::from_millis(row.try_get("next_sync_at")?),
+            trigger: Trigger::parse(&trigger_text)
+                .with_context(|| format!("stored sync trigger {trigger_text:?} is unknown"))?,
+            consecutive_failures: row.try_get("consecutive_failures")?,
+        };
+        let settled = settle(state, &current, run.claim.next_sync_at, &run.verdict);
+        // Whatever the representation shows changed: new revision (entity tag) and updatedAt.
+        let changed =
+            settled.synced || settled.state != state || run.connected_resource_id.is_some();
+        let revision: i64 = row.try_get::<i64, _>("revision")? + i64::from(changed);
         let updated_at: i64 = row.try_get("updated_at")?;
-        let now = run.finished_at.millis().max(updated_at);
-        let mut changed = run.connected_resource_id.is_some();
-
-        // The schedule: an admin's reschedule (activation) during the run wins.
-        let rescheduled = row.try_get::<i64, _>("next_sync_at")? != run.claim.next_sync_at;
-        let (mut next_at, mut trigger, mut failures) = (
-            row.try_get::<i64, _>("next_sync_at")?,
-            row.try_get::<String, _>("next_sync_trigger")?,
-            row.try_get::<i64, _>("consecutive_failures")?,
-        );
-        let mut new_state = state;
-        let mut reason: Option<Option<String>> = None;
-        let mut last_synced = None;
-        match &run.verdict {
-            RunVerdict::Synced { next_sync_at } => {
-                last_synced = Some(run.finished_at.millis());
-                changed = true;
-                if !rescheduled {
-                    (next_at, trigger, failures) =
-                        (next_sync_at.millis(), Trigger::Scheduled.as_str().into(), 0);
-                }
-                if state == ConnectionState::Pending {
-                    new_state = ConnectionState::Active;
-                    reason = Some(None);
-                }
-            }
-            RunVerdict::Retry { next_sync_at } => {
-                if !rescheduled {
-                    (next_at, trigger, failures) = (
-                        next_sync_at.millis(),
-                        Trigger::Retry.as_str().into(),
-                        failures + 1,
-                    );
-                }
-            }
-            RunVerdict::Fail { reason: why } => {
-                if !rescheduled {
-                    (trigger, failures) = (Trigger::Scheduled.as_str().into(), failures + 1);
-                    // Only the engine's own states move; an admin's concurrent choice stays.
-                    if matches!(state, ConnectionState::Pending | ConnectionState::Active) {
-                        new_state = ConnectionState::Failed;
-                        reason = Some(Some(why.clone()));
-                    }
-                }
-            }
-        }
-        if new_state != state {
-            changed = true;
-        }
-        if changed {
-            revision += 1;
-        }
         let mut q = SqlBuilder::new(
             "UPDATE audience_connections SET lease_owner = NULL, lease_expires_at = NULL, \
              next_sync_at = ",
         );
-        q.bind(Param::Int(next_at))
+        q.bind(Param::Int(settled.schedule.next_sync_at.millis()))
             .push(", next_sync_trigger = ")
-            .bind(Param::Text(trigger))
+            .bind(Param::Text(settled.schedule.trigger.as_str().to_owned()))
             .push(", consecutive_failures = ")
-            .bind(Param::Int(failures))
+            .bind(Param::Int(settled.schedule.consecutive_failures))
             .push(", state = ")
-            .bind(Param::Text(new_state.as_str().to_owned()))
+            .bind(Param::Text(settled.state.as_str().to_owned()))
             .push(", revision = ")
             .bind(Param::Int(revision));
         if changed {
-            q.push(", updated_at = ").bind(Param::Int(now));
+            q.push(", updated_at = ")
+                .bind(Param::Int(run.finished_at.millis().max(updated_at)));
         }
         if let Some(resource) = &run.connected_resource_id {
             q.push(", connected_resource_id = ")
                 .bind(Param::Text(resource.clone()));
         }
-        if let Some(at) = last_synced {
-            q.push(", last_synced_at = ").bind(Param::Int(at));
+        if settled.synced {
+            q.push(", last_synced_at = ")
+                .bind(Param::Int(run.finished_at.millis()));
         }
-        match reason {
+        match settled.state_reason {
             Some(Some(text)) => {
                 q.push(", state_reason = ").bind(Param::Text(text));
             }

@@ -7,10 +7,11 @@ pub mod source;
 
 use crate::config::{Config, SyncConfig};
 use crate::domain::ids::ResourceId;
+use crate::domain::sync::RunVerdict;
 use crate::domain::sync::{MemberDiff, backoff_millis};
 use crate::domain::time::Timestamp;
 use crate::store::Db;
-use crate::store::sync::{ClaimedSync, FinishedRun, RunVerdict, SqlSync, SyncRepository};
+use crate::store::sync::{ClaimedSync, FinishedRun, SqlSync, SyncRepository};
 use providers::{Provider, SyncOutcome, SyncRequest};
 use source::AudienceSource;
 use std::collections::BTreeMap;
