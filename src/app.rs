@@ -47,7 +47,7 @@ impl Application {
         db.migrate().await?;
         let auth = authenticator(&config).await?;
         let providers = Arc::new(config.effective_providers());
-        let sync = crate::sync::SyncHandle::new(db.clone());
+        let sync = crate::sync::SyncHandle::new(db.clone(), &config.sync);
         let sync_engine = if config.sync.enabled {
             Some(Arc::new(crate::sync::SyncEngine::new(
                 &config,

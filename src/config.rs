@@ -262,6 +262,8 @@ pub struct SyncConfig {
     /// Retry delay after the first failure; it doubles per failure (with jitter) up to the cap.
     pub backoff_base_secs: f64,
     pub backoff_cap_secs: f64,
+    /// Runs kept in each connection's history; older ones are deleted.
+    pub keep_runs: u32,
 }
 
 impl Default for SyncConfig {
@@ -274,6 +276,7 @@ impl Default for SyncConfig {
             lease_secs: 600.0,
             backoff_base_secs: 10.0,
             backoff_cap_secs: 1800.0,
+            keep_runs: 1000,
         }
     }
 }
@@ -293,8 +296,10 @@ impl SyncConfig {
         positive("sync.lease_secs", self.lease_secs)?;
         positive("sync.backoff_base_secs", self.backoff_base_secs)?;
         positive("sync.backoff_cap_secs", self.backoff_cap_secs)?;
-        if self.concurrency == 0 || self.max_consecutive_failures == 0 {
-            bail!("sync.concurrency and sync.max_consecutive_failures must be at least 1");
+        if self.concurrency == 0 || self.max_consecutive_failures == 0 || self.keep_runs == 0 {
+            bail!(
+                "sync.concurrency, sync.max_consecutive_failures and sync.keep_runs must be at least 1"
+            );
         }
         for (name, provider) in providers {
             let url = match provider {

@@ -615,6 +615,24 @@ async fn the_http_audience_source_pages_with_its_auth_header(backend: Backend) {
             format!("{AUDIENCE}?limit=10&start=20"),
         ]
     );
+
+    // An audience the service does not know fails the connection with that reason.
+    let res = app
+        .as_admin(Method::POST, BASE)
+        .json(&json!({"audience": {"id": "unknown-audience"}, "provider": {"name": "file"}}))
+        .send()
+        .await
+        .unwrap();
+    let other = json(res).await["id"].as_str().unwrap().to_owned();
+    in_state(&app, &other, "failed").await;
+    let reason = runs(&app, &other).await["failureReason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("unknown to the customer-audience service"),
+        "{reason}"
+    );
 }
 
 // ---- The history operation ---------------------------------------------------------------
@@ -622,6 +640,7 @@ async fn the_http_audience_source_pages_with_its_auth_header(backend: Backend) {
 async fn sync_runs_follow_the_admin_rules_and_page_newest_first(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         fast(c);
+        c.sync.keep_runs = 5;
         c.providers.insert(
             "file".into(),
             ProviderConfig::File {
@@ -634,6 +653,14 @@ async fn sync_runs_follow_the_admin_rules_and_page_newest_first(backend: Backend
     import(&app, AUDIENCE, &members("c-", 0..2)).await;
     let id = create(&app, &json!({"name": "file"})).await;
     let all = with_runs(&app, &id, 4).await;
+    // The history is trimmed to the newest `keep_runs`.
+    let kept = eventually("a trimmed history", 20, || async {
+        let r = runs(&app, &id).await;
+        let n = r["items"].as_array().unwrap().len();
+        (n == 5 && r["items"][4]["trigger"] == "scheduled").then_some(n)
+    })
+    .await;
+    assert_eq!(kept, 5);
     let started: Vec<&str> = all["items"]
         .as_array()
         .unwrap()

@@ -106,11 +106,13 @@ pub trait SyncRepository: Send + Sync {
 
 pub struct SqlSync {
     db: Db,
+    /// Runs kept per connection.
+    keep_runs: u32,
 }
 
 impl SqlSync {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, keep_runs: u32) -> Self {
+        Self { db, keep_runs }
     }
 }
 
@@ -347,6 +349,15 @@ impl SyncRepository for SqlSync {
         .bind(i64::try_from(run.failed).unwrap_or(i64::MAX))
         .bind(run.error.as_deref())
         .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM audience_sync_runs WHERE connection_id = $1 AND id NOT IN \
+             (SELECT id FROM audience_sync_runs WHERE connection_id = $1 \
+              ORDER BY started_at DESC, id DESC LIMIT $2)",
+        )
+        .bind(id)
+        .bind(i64::from(self.keep_runs))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -60,9 +60,9 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, config: &SyncConfig) -> Self {
         Self {
-            repo: Arc::new(SqlSync::new(db)),
+            repo: Arc::new(SqlSync::new(db, config.keep_runs)),
             wake: Arc::new(Notify::new()),
         }
     }
