@@ -19,7 +19,7 @@ pub struct Application {
     pub db: Db,
     pub address: SocketAddr,
     /// The audience sync engine, started by `run_until` (None when `sync.enabled` is false).
-    pub sync_engine: Option<Arc<crate::sync::SyncEngine>>,
+    sync_engine: Option<Arc<crate::sync::SyncEngine>>,
 }
 
 /// Installs the process-wide TLS crypto provider used by outgoing HTTPS (OIDC, providers).
