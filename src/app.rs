@@ -20,6 +20,8 @@ pub struct Application {
     pub db: Db,
     pub address: SocketAddr,
     invitations: Arc<crate::http::invitations::InvitationsContext>,
+    /// The audience sync engine, started by `run_until` (None when `sync.enabled` is false).
+    sync_engine: Option<Arc<crate::sync::SyncEngine>>,
 }
 
 /// Installs the process-wide TLS crypto provider used by outgoing HTTPS (OIDC, providers).
@@ -53,7 +55,18 @@ impl Application {
             .with_context(|| format!("listening on {}", config.listen))?;
         let address = listener.local_addr()?;
         let invitations = Arc::new(invitations_context(&config, &db, address)?);
+        let sync = crate::sync::SyncHandle::new(db.clone(), &config.sync);
+        let sync_engine = if config.sync.enabled {
+            Some(Arc::new(crate::sync::SyncEngine::new(
+                &config,
+                db.clone(),
+                &sync,
+            )?))
+        } else {
+            None
+        };
         let state = AppState {
+            sync,
             limiter: Arc::new(RateLimiter::new(
                 config.rate_limit.per_second,
                 config.rate_limit.burst,
@@ -72,6 +85,7 @@ impl Application {
             db,
             address,
             invitations,
+            sync_engine,
         })
     }
 
@@ -88,7 +102,14 @@ impl Application {
     ) -> anyhow::Result<()> {
         let mail = self.mail.spawn();
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let sweeper = tokio::spawn(self.invitations.clone().sweep_until_stopped(stopped));
+        let sweeper = tokio::spawn(
+            self.invitations
+                .clone()
+                .sweep_until_stopped(stopped.clone()),
+        );
+        let engine = self
+            .sync_engine
+            .map(|engine| tokio::spawn(engine.run(stopped)));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -96,9 +117,13 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
-        mail.stop().await;
+        // Let work in flight (sync runs, a sweep) record its outcome before the pool closes.
         let _ = stop.send(true);
+        if let Some(engine) = engine {
+            let _ = engine.await;
+        }
         let _ = sweeper.await;
+        mail.stop().await;
         served?;
         self.db.close().await;
         Ok(())

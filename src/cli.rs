@@ -94,6 +94,11 @@ enum Command {
         #[command(subcommand)]
         action: EntitlementsAction,
     },
+    /// Manage the local audience source.
+    Audiences {
+        #[command(subcommand)]
+        command: AudiencesCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +108,24 @@ enum EntitlementsAction {
         #[command(flatten)]
         common: Common,
         /// The CSV file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AudiencesCommand {
+    /// Replace an audience's members with those in a file: one customer id per line (blank
+    /// lines and lines starting with `#` are skipped).
+    Import {
+        #[command(flatten)]
+        common: Common,
+        /// The audience id (as in connections' `audience.id`).
+        #[arg(long)]
+        id: String,
+        /// The audience name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The member file; `-` reads standard input.
         file: PathBuf,
     },
 }
@@ -169,13 +192,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate { common } => {
-            let config = load(&common, None)?;
-            if config.database.url.is_none() {
-                std::fs::create_dir_all(&config.data_dir)?;
-            }
-            let db = Db::connect(&config.database_url(), 2).await?;
-            db.migrate().await?;
-            db.close().await;
+            open_database(&load(&common, None)?).await?.close().await;
             eprintln!("migrations applied");
             Ok(())
         }
@@ -199,6 +216,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if config.invitations.secret_key.is_some() {
                 config.invitations.secret_key = Some("***".into());
             }
+            config.audience_source.redact_secrets();
             println!(
                 "# configuration is valid ({:?} mode)\n{}",
                 config.mode,
@@ -209,6 +227,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Entitlements {
             action: EntitlementsAction::Import { common, file },
         } => import_entitlements(&load(&common, None)?, &file).await,
+        Command::Audiences {
+            command:
+                AudiencesCommand::Import {
+                    common,
+                    id,
+                    name,
+                    file,
+                },
+        } => import_audience(&load(&common, None)?, &id, name.as_deref(), &file).await,
         Command::HashApiKey => {
             let mut key = String::new();
             std::io::stdin()
@@ -259,23 +286,59 @@ fn token_request(
     }
 }
 
+/// Opens the configured database (creating the data directory for SQLite) and migrates it.
+async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    if config.database.url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+    }
+    let db = Db::connect(&config.database_url(), 2).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
 /// Replaces the local entitlements table with the file's rows, all or nothing.
 async fn import_entitlements(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let rows = crate::store::entitlements::parse_csv(&text)
         .with_context(|| format!("parsing {}", file.display()))?;
-    if config.database.url.is_none() {
-        std::fs::create_dir_all(&config.data_dir)?;
-    }
-    let db = Db::connect(&config.database_url(), 2).await?;
-    db.migrate().await?;
+    let db = open_database(config).await?;
     crate::store::entitlements::TableEntitlements::new(db.clone())
         .replace_all(&rows)
         .await
         .context("storing the entitlements")?;
     db.close().await;
     eprintln!("imported {} entitlements", rows.len());
+    Ok(())
+}
+
+async fn import_audience(
+    config: &Config,
+    id: &str,
+    name: Option<&str>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let audience = crate::domain::connection::AudienceRef::parse(id, name)
+        .context("invalid audience (--id, --name)")?;
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let members = crate::domain::sync::parse_member_list(&text)
+        .with_context(|| format!("{} is not a member list", file.display()))?;
+    let db = open_database(config).await?;
+    crate::store::audiences::import(&db, &audience, &members)
+        .await
+        .context("storing the audience")?;
+    db.close().await;
+    eprintln!(
+        "audience {} now has {} members; its connections pick them up at their next sync",
+        audience.id,
+        members.len()
+    );
     Ok(())
 }
 

@@ -36,6 +36,10 @@ pub struct Config {
     /// Outgoing email (see `EmailConfig`).
     pub email: EmailConfig,
     pub invitations: InvitationsConfig,
+    /// The audience synchronization engine.
+    pub sync: SyncConfig,
+    /// Where audience membership comes from.
+    pub audience_source: AudienceSourceConfig,
 }
 
 /// One configured provider.
@@ -43,13 +47,24 @@ pub struct Config {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProviderConfig {
     /// Membership snapshots written to a directory (default `<data_dir>/audiences/<name>`).
-    File { directory: Option<PathBuf> },
+    File {
+        directory: Option<PathBuf>,
+        #[serde(flatten)]
+        schedule: ProviderSchedule,
+    },
     /// HMAC-signed JSON membership changes POSTed to a URL.
-    Webhook { url: String, secret: String },
+    Webhook {
+        url: String,
+        secret: String,
+        #[serde(flatten)]
+        schedule: ProviderSchedule,
+    },
     /// Pendo segments: `base_url` is the regional API host, e.g. `https://app.pendo.io`.
     Pendo {
         base_url: String,
         integration_key: String,
+        #[serde(flatten)]
+        schedule: ProviderSchedule,
     },
 }
 
@@ -150,6 +165,8 @@ impl Default for Config {
             providers: BTreeMap::new(),
             email: EmailConfig::default(),
             invitations: InvitationsConfig::default(),
+            sync: SyncConfig::default(),
+            audience_source: AudienceSourceConfig::default(),
         }
     }
 }
@@ -200,6 +217,174 @@ impl Default for EnabledFeatures {
     }
 }
 
+// ---- Audience synchronization ---------------------------------------------------------
+
+/// How often a provider's connections sync and how long one call to it may take.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ProviderSchedule {
+    /// Seconds between the syncs of an active connection (default 900).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<f64>,
+    /// Seconds one call to the provider may take before it counts as a retryable failure
+    /// (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
+}
+
+impl ProviderConfig {
+    pub fn schedule(&self) -> &ProviderSchedule {
+        match self {
+            ProviderConfig::File { schedule, .. }
+            | ProviderConfig::Webhook { schedule, .. }
+            | ProviderConfig::Pendo { schedule, .. } => schedule,
+        }
+    }
+
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.schedule().interval_secs.unwrap_or(900.0))
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.schedule().timeout_secs.unwrap_or(30.0))
+    }
+}
+
+/// `[sync]`: the engine that keeps provider resources in sync with audiences.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Run the engine in this instance (all instances of a deployment may).
+    pub enabled: bool,
+    /// How often an idle engine looks for due connections (new and activated ones wake it).
+    pub poll_interval_secs: f64,
+    /// How many connections one instance syncs at the same time.
+    pub concurrency: usize,
+    /// After this many consecutive failed runs the connection becomes `failed`.
+    pub max_consecutive_failures: u32,
+    /// How long a claimed connection stays reserved for an instance (renewed while its run is
+    /// alive); an instance that dies mid-run loses it after this and another takes over.
+    pub lease_secs: f64,
+    /// Retry delay after the first failure; it doubles per failure (with jitter) up to the cap.
+    pub backoff_base_secs: f64,
+    pub backoff_cap_secs: f64,
+    /// Runs kept in each connection's history; older ones are deleted.
+    pub keep_runs: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval_secs: 5.0,
+            concurrency: 8,
+            max_consecutive_failures: 5,
+            lease_secs: 600.0,
+            backoff_base_secs: 10.0,
+            backoff_cap_secs: 1800.0,
+            keep_runs: 1000,
+        }
+    }
+}
+
+impl SyncConfig {
+    fn check(&self, providers: &BTreeMap<String, ProviderConfig>) -> anyhow::Result<()> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{name} must be a positive number of seconds"
+                ))
+            }
+        };
+        positive("sync.poll_interval_secs", self.poll_interval_secs)?;
+        positive("sync.lease_secs", self.lease_secs)?;
+        positive("sync.backoff_base_secs", self.backoff_base_secs)?;
+        positive("sync.backoff_cap_secs", self.backoff_cap_secs)?;
+        if self.concurrency == 0 || self.max_consecutive_failures == 0 || self.keep_runs == 0 {
+            bail!(
+                "sync.concurrency, sync.max_consecutive_failures and sync.keep_runs must be at least 1"
+            );
+        }
+        for (name, provider) in providers {
+            let url = match provider {
+                ProviderConfig::File { .. } => None,
+                ProviderConfig::Webhook { url, .. } => Some(url),
+                ProviderConfig::Pendo { base_url, .. } => Some(base_url),
+            };
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                bail!("providers.{name}: {url:?} is not an http(s) URL");
+            }
+            let s = provider.schedule();
+            positive(
+                &format!("providers.{name}.interval_secs"),
+                s.interval_secs.unwrap_or(1.0),
+            )?;
+            positive(
+                &format!("providers.{name}.timeout_secs"),
+                s.timeout_secs.unwrap_or(1.0),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `[audience_source]`: where the engine reads audience membership.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AudienceSourceConfig {
+    /// The local table that `tandem audiences import` fills.
+    #[default]
+    Local,
+    /// A bank's customer-audience service: `GET {base_url}/audiences/{id}/members?limit=&start=`.
+    Http {
+        base_url: String,
+        /// A header sent with every request, e.g. `Authorization` ...
+        #[serde(default)]
+        auth_header: Option<String>,
+        /// ... and its value, e.g. `Bearer …` (a secret: never printed).
+        #[serde(default)]
+        auth_value: Option<String>,
+        /// Members asked for per page (default 1000).
+        #[serde(default)]
+        page_size: Option<u32>,
+        /// Seconds one page may take (default 30).
+        #[serde(default)]
+        timeout_secs: Option<f64>,
+    },
+}
+
+impl AudienceSourceConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        if let AudienceSourceConfig::Http {
+            base_url,
+            auth_header,
+            auth_value,
+            ..
+        } = self
+        {
+            if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+                bail!("audience_source.base_url {base_url:?} is not an http(s) URL");
+            }
+            if auth_header.is_some() != auth_value.is_some() {
+                bail!("audience_source: set both auth_header and auth_value, or neither");
+            }
+        }
+        Ok(())
+    }
+
+    /// Blanks credentials, for printing.
+    pub fn redact_secrets(&mut self) {
+        if let AudienceSourceConfig::Http { auth_value, .. } = self
+            && auth_value.is_some()
+        {
+            *auth_value = Some("***".into());
+        }
+    }
+}
+
 /// The settings that environment variables can override: `TANDEM_` + the path in upper case
 /// with `.` as `_`, e.g. `TANDEM_DATABASE_URL` for `database.url`.
 pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
@@ -229,6 +414,11 @@ pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
     ("invitations.expiry_days", ValueKind::Integer),
     ("invitations.resend_limit", ValueKind::Integer),
     ("invitations.trust_forwarded_for", ValueKind::Bool),
+    // Audience synchronization.
+    ("sync.enabled", ValueKind::Bool),
+    ("sync.poll_interval_secs", ValueKind::Float),
+    ("sync.concurrency", ValueKind::Integer),
+    ("sync.max_consecutive_failures", ValueKind::Integer),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -322,13 +512,21 @@ impl Config {
         }
         self.email.check()?;
         self.invitations.check(self.mode)?;
+        self.sync.check(&self.providers)?;
+        self.audience_source.check()?;
         Ok(())
     }
 
     /// The providers in effect: the configured ones, or dev mode's single `file` provider.
     pub fn effective_providers(&self) -> BTreeMap<String, ProviderConfig> {
         if self.providers.is_empty() && self.mode == Mode::Dev {
-            BTreeMap::from([("file".to_owned(), ProviderConfig::File { directory: None })])
+            BTreeMap::from([(
+                "file".to_owned(),
+                ProviderConfig::File {
+                    directory: None,
+                    schedule: ProviderSchedule::default(),
+                },
+            )])
         } else {
             self.providers.clone()
         }
@@ -718,5 +916,42 @@ mod tests {
         .unwrap();
         c.email.redact_secrets();
         assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn sync_settings_and_provider_schedules_are_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("tandem-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tandem.toml");
+        let base = "mode = \"dev\"\n[providers.pendo]\nkind = \"pendo\"\nbase_url = \"https://app.eu.pendo.io\"\nintegration_key = \"k\"\n";
+        std::fs::write(
+            &file,
+            format!("{base}interval_secs = 60\ntimeout_secs = 2.5\n[sync]\nmax_consecutive_failures = 3\n[audience_source]\nkind = \"http\"\nbase_url = \"https://aud\"\nauth_header = \"Authorization\"\nauth_value = \"Bearer s\"\n"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[("TANDEM_SYNC_CONCURRENCY", "2")])).unwrap();
+        let pendo = &c.effective_providers()["pendo"];
+        assert_eq!(pendo.interval(), std::time::Duration::from_secs(60));
+        assert_eq!(pendo.timeout(), std::time::Duration::from_millis(2500));
+        assert_eq!(c.sync.max_consecutive_failures, 3);
+        assert_eq!(c.sync.concurrency, 2);
+        let mut source = c.audience_source.clone();
+        source.redact_secrets();
+        assert!(!toml::to_string(&source).unwrap().contains("Bearer s"));
+
+        for bad in [
+            format!("{base}colour = \"blue\"\n"),
+            format!("{base}interval_secs = 0\n"),
+            format!("{base}[sync]\nconcurrency = 0\n"),
+            format!("{base}[sync]\nlease_secs = -1\n"),
+            base.replace("https://app.eu.pendo.io", "app.pendo.io"),
+            format!(
+                "{base}[audience_source]\nkind = \"http\"\nbase_url = \"https://aud\"\nauth_header = \"Authorization\"\n"
+            ),
+        ] {
+            std::fs::write(&file, &bad).unwrap();
+            assert!(Config::load(Some(&file), env(&[])).is_err(), "{bad}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

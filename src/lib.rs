@@ -9,4 +9,5 @@ pub mod domain;
 pub mod http;
 pub mod mail;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

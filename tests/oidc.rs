@@ -63,7 +63,10 @@ async fn tokens_from_the_configured_issuer_are_accepted_and_others_refused() {
         });
         c.providers.insert(
             "file".into(),
-            tandem::config::ProviderConfig::File { directory: None },
+            tandem::config::ProviderConfig::File {
+                directory: None,
+                schedule: Default::default(),
+            },
         );
         c.auth.api_keys = vec![ApiKeyConfig {
             name: "web".into(),

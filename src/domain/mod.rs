@@ -8,6 +8,7 @@ pub mod ids;
 pub mod invitation;
 pub mod rate_limit;
 pub mod sealed;
+pub mod sync;
 pub mod time;
 pub mod user;
 

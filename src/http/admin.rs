@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub const BASE: &str = "/bankingAdmin/customerAudienceConnections";
-const ID_PARAM: &str = "customerAudienceConnectionId";
+pub(crate) const ID_PARAM: &str = "customerAudienceConnectionId";
 /// The most items one list response holds (the seeds' `maxItems`).
 const MAX_ITEMS: u32 = 1000;
 
@@ -303,7 +303,7 @@ pub async fn list(
 }
 
 /// The paging cursor: `<createdAt millis>.<id>` of the last item seen.
-fn parse_cursor(value: &str) -> Result<(Timestamp, ResourceId), ApiError> {
+pub(crate) fn parse_cursor(value: &str) -> Result<(Timestamp, ResourceId), ApiError> {
     let bad = || {
         ApiError::bad_request("start is not a position from a previous page")
             .with_attributes(serde_json::json!({"field": "start"}))
@@ -372,6 +372,7 @@ pub async fn create(
         }
         Err(other) => return Err(other.into()),
     }
+    state.sync.wake();
     let mut res = connection_response(StatusCode::CREATED, &connection);
     if let Ok(location) = HeaderValue::from_str(&location_of(&connection.id)) {
         res.headers_mut().insert(header::LOCATION, location);
@@ -452,7 +453,7 @@ fn require_configured(state: &AppState, provider: &ProviderName) -> Result<(), A
     .with_attributes(serde_json::json!({"field": "provider.name"})))
 }
 
-fn not_found(id: &ResourceId) -> ApiError {
+pub(crate) fn not_found(id: &ResourceId) -> ApiError {
     ApiError::not_found(format!("There is no customer audience connection {id}"))
 }
 
@@ -484,6 +485,11 @@ async fn change_state(
             reason.as_deref(),
         )
         .await?;
+    if let ActionResult::Changed(c) = &result
+        && c.state == ConnectionState::Active
+    {
+        state.sync.wake();
+    }
     match result {
         ActionResult::Changed(c) | ActionResult::Unchanged(c) => {
             Ok(connection_response(StatusCode::OK, &c))

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod invitations;
 pub mod openapi;
 pub mod rate_limit;
+pub mod sync_runs;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ProviderConfig};
@@ -38,6 +39,8 @@ pub struct AppState {
     /// Call `wake()` after committing a transaction that enqueued email.
     pub mail: crate::mail::MailWaker,
     pub invitations: Arc<invitations::InvitationsContext>,
+    /// The audience sync engine's history and wake-up call.
+    pub sync: crate::sync::SyncHandle,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -65,7 +68,11 @@ pub fn router(state: AppState) -> Router {
             "/customerAudienceConnections/{customerAudienceConnectionId}/failed",
             post(admin::fail),
         )
-        .route("/apiDoc", get(admin_api_doc));
+        .route("/apiDoc", get(admin_api_doc))
+        .route(
+            "/customerAudienceConnections/{customerAudienceConnectionId}/syncRuns",
+            get(sync_runs::list),
+        );
 
     Router::new()
         .nest("/bankingAdmin", admin)

@@ -2,6 +2,7 @@
 
 use super::admin;
 use super::error::ProblemBody;
+use super::sync_runs;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, OpenIdConnect, SecurityRequirement, SecurityScheme,
@@ -16,7 +17,7 @@ use utoipa::{Modify, OpenApi};
         version = "0.7.0",
         description = "Connect customer audiences with resources at other providers and keep them in sync. Served by tandem."
     ),
-    paths(admin::list, admin::create, admin::get, admin::delete, admin::activate, admin::deactivate, admin::fail),
+    paths(admin::list, admin::create, admin::get, admin::delete, admin::activate, admin::deactivate, admin::fail, sync_runs::list),
     components(schemas(ProblemBody)),
     modifiers(&AdminConventions),
     tags(
@@ -52,6 +53,10 @@ const ADMIN_ERRORS: &[(&str, &[u16])] = &[
     (
         "failCustomerAudienceConnection",
         &[400, 401, 403, 404, 409, 412, 422, 429],
+    ),
+    (
+        "listCustomerAudienceConnectionSyncRuns",
+        &[400, 401, 403, 404, 429],
     ),
 ];
 

@@ -73,6 +73,7 @@ macro_rules! columns {
          updated_by_username, updated_by_first_name, updated_by_last_name, last_synced_at"
     };
 }
+pub(crate) use columns;
 
 fn user_from_row(row: &AnyRow, prefix: &str) -> Result<UserRef, sqlx::Error> {
     Ok(UserRef {
@@ -83,7 +84,7 @@ fn user_from_row(row: &AnyRow, prefix: &str) -> Result<UserRef, sqlx::Error> {
     })
 }
 
-fn connection_from_row(row: &AnyRow) -> Result<Connection, StoreError> {
+pub(crate) fn connection_from_row(row: &AnyRow) -> Result<Connection, StoreError> {
     let state: String = row.try_get("state")?;
     let provider: String = row.try_get("provider_name")?;
     Ok(Connection {
@@ -244,15 +245,24 @@ impl ConnectionRepository for SqlConnections {
         .bind(&by.last_name)
         .execute(&mut *tx)
         .await?;
+        if target == ConnectionState::Active {
+            // Activation syncs at once, with a clean failure count (see docs/decisions.md).
+            super::sync::schedule_activation(&mut tx, current.id.as_str(), now).await?;
+        }
         tx.commit().await?;
         Ok(ActionResult::Changed(current))
     }
 
     async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError> {
+        let mut tx = self.db.write.begin().await?;
         let done = sqlx::query("DELETE FROM audience_connections WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.db.write)
+            .execute(&mut *tx)
             .await?;
+        // Its sync history and pushed membership go with it; a run in flight finds the
+        // connection gone and records nothing (store::sync::finish).
+        super::sync::delete_history(&mut tx, id.as_str()).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -1,12 +1,14 @@
 //! Storage adapters: SQL over SQLite or PostgreSQL.
 
 pub mod attempts;
+pub mod audiences;
 pub mod connections;
 pub mod db;
 pub mod entitlements;
 pub mod invitations;
 pub mod outbox;
 pub mod sql;
+pub mod sync;
 
 pub use db::{Backend, Db};
 

@@ -71,6 +71,9 @@ impl TestApp {
             ..Config::default()
         };
         config.rate_limit.per_second = 0.0;
+        // The audience sync engine changes connections in the background; tests of the API
+        // alone keep it off, the sync tests switch it on.
+        config.sync.enabled = false;
         let mut pg_database = None;
         if backend == Backend::Postgres {
             let name = format!("tandem_test_{}", uuid::Uuid::new_v4().simple());

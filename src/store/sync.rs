@@ -1,0 +1,436 @@
+//! Synchronization bookkeeping in SQL: claiming due connections under a lease, recording the
+//! outcome of a run (schedule, state, pushed membership, history) in one transaction, and
+//! reading the history back.
+
+use super::connections::{columns, connection_from_row};
+use super::sql::{Param, SqlBuilder};
+use super::{Backend, Db, StoreError};
+use crate::domain::connection::{Connection, ConnectionState};
+use crate::domain::ids::ResourceId;
+
+use crate::domain::sync::{RunVerdict, Schedule, Trigger, settle};
+use crate::domain::time::Timestamp;
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use std::collections::BTreeSet;
+
+/// A connection claimed for one run.
+#[derive(Debug, Clone)]
+pub struct ClaimedSync {
+    pub connection: Connection,
+    pub trigger: Trigger,
+    /// The schedule as claimed: a different value at the end means an admin rescheduled it.
+    pub next_sync_at: Timestamp,
+    pub consecutive_failures: u32,
+}
+
+/// A finished run, as the engine reports it.
+#[derive(Debug, Clone)]
+pub struct FinishedRun {
+    pub id: ResourceId,
+    pub claim: ClaimedSync,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// A provider resource created (or linked) by this run.
+    pub connected_resource_id: Option<String>,
+    /// Members the provider accepted: the pushed membership changes by exactly these.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Changes that were due but not applied.
+    pub failed: u64,
+    pub error: Option<String>,
+    pub verdict: RunVerdict,
+}
+
+/// A recorded run, for the history operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncRun {
+    pub id: ResourceId,
+    pub trigger: Trigger,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub added: i64,
+    pub removed: i64,
+    pub failed: i64,
+    pub error: Option<String>,
+}
+
+/// A connection's synchronization status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncStatus {
+    pub state: ConnectionState,
+    pub state_reason: Option<String>,
+    pub last_synced_at: Option<Timestamp>,
+    pub consecutive_failures: i64,
+    /// Only for connections the engine will sync (pending, active).
+    pub next_sync_at: Option<Timestamp>,
+}
+
+#[async_trait]
+pub trait SyncRepository: Send + Sync {
+    /// Leases up to `limit` due connections of the given providers to `owner` until
+    /// `lease_until`. Each due connection goes to one claimant; an expired lease is free again.
+    async fn claim(
+        &self,
+        owner: &str,
+        providers: &[String],
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ClaimedSync>, StoreError>;
+    /// Extends a lease this owner still holds; false when it holds it no more.
+    async fn renew(
+        &self,
+        owner: &str,
+        connection: &ResourceId,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// The membership last pushed to the connection's provider.
+    async fn synced_members(&self, connection: &ResourceId)
+    -> Result<BTreeSet<String>, StoreError>;
+    /// Records a run and releases the lease, atomically; false (and nothing recorded) when the
+    /// connection is gone or the lease was lost.
+    async fn finish(&self, owner: &str, run: &FinishedRun) -> Result<bool, StoreError>;
+    /// None when there is no such connection.
+    async fn status(&self, connection: &ResourceId) -> Result<Option<SyncStatus>, StoreError>;
+    /// Runs newest first, after the cursor `(started_at, id)` of a previous page.
+    async fn runs(
+        &self,
+        connection: &ResourceId,
+        after: Option<(Timestamp, ResourceId)>,
+        limit: u32,
+    ) -> Result<Vec<SyncRun>, StoreError>;
+}
+
+pub struct SqlSync {
+    db: Db,
+    /// Runs kept per connection.
+    keep_runs: u32,
+}
+
+impl SqlSync {
+    pub fn new(db: Db, keep_runs: u32) -> Self {
+        Self { db, keep_runs }
+    }
+}
+
+/// Inside `change_state`'s transaction: an activated connection is due now, as an `activated`
+/// run, with its failure count reset.
+pub(crate) async fn schedule_activation(
+    conn: &mut AnyConnection,
+    id: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE audience_connections SET next_sync_at = $2, next_sync_trigger = $3, \
+         consecutive_failures = 0 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now.millis())
+    .bind(Trigger::Activated.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inside `delete`'s transaction: a deleted connection leaves no runs or membership behind.
+pub(crate) async fn delete_history(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    for table in ["audience_sync_runs", "audience_synced_members"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE connection_id = $1"
+        )))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn claimed_from_row(row: &AnyRow) -> Result<ClaimedSync, StoreError> {
+    let trigger: String = row.try_get("next_sync_trigger")?;
+    Ok(ClaimedSync {
+        connection: connection_from_row(row)?,
+        trigger: Trigger::parse(&trigger)
+            .with_context(|| format!("stored sync trigger {trigger:?} is unknown"))?,
+        next_sync_at: Timestamp::from_millis(row.try_get("next_sync_at")?),
+        consecutive_failures: u32::try_from(row.try_get::<i64, _>("consecutive_failures")?)
+            .unwrap_or(u32::MAX),
+    })
+}
+
+/// Rows per multi-row INSERT of members: well under both backends' parameter limits.
+const MEMBER_CHUNK: usize = 500;
+
+#[async_trait]
+impl SyncRepository for SqlSync {
+    async fn claim(
+        &self,
+        owner: &str,
+        providers: &[String],
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ClaimedSync>, StoreError> {
+        if providers.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut q = SqlBuilder::new("UPDATE audience_connections SET lease_owner = ");
+        q.bind(Param::Text(owner.to_owned()))
+            .push(", lease_expires_at = ")
+            .bind(Param::Int(lease_until.millis()))
+            .push(
+                " WHERE id IN (SELECT id FROM audience_connections \
+                 WHERE state IN ('pending', 'active') AND next_sync_at <= ",
+            )
+            .bind(Param::Int(now.millis()))
+            .push(" AND (lease_expires_at IS NULL OR lease_expires_at <= ")
+            .bind(Param::Int(now.millis()))
+            .push(") AND provider_name IN ")
+            .bind_list(providers.iter().map(|p| Param::Text(p.clone())))
+            .push(" ORDER BY next_sync_at LIMIT ")
+            .bind(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        // SQLite: claims run on the single writer connection, one at a time.
+        if self.db.backend == Backend::Postgres {
+            q.push(" FOR UPDATE SKIP LOCKED");
+        }
+        q.push(concat!(
+            ") RETURNING ",
+            columns!(),
+            ", next_sync_at, next_sync_trigger, consecutive_failures"
+        ));
+        let rows = q.build().fetch_all(&self.db.write).await?;
+        rows.iter().map(claimed_from_row).collect()
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        connection: &ResourceId,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE audience_connections SET lease_expires_at = $3 \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(connection.as_str())
+        .bind(owner)
+        .bind(lease_until.millis())
+        .execute(&self.db.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn synced_members(
+        &self,
+        connection: &ResourceId,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let rows =
+            sqlx::query("SELECT customer_id FROM audience_synced_members WHERE connection_id = $1")
+                .bind(connection.as_str())
+                .fetch_all(&self.db.read)
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get("customer_id").map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn finish(&self, owner: &str, run: &FinishedRun) -> Result<bool, StoreError> {
+        let id = run.claim.connection.id.as_str();
+        let mut tx = self.db.write.begin().await?;
+        let select = match self.db.backend {
+            Backend::Postgres => {
+                "SELECT state, revision, updated_at, lease_owner, next_sync_at, next_sync_trigger, \
+                 consecutive_failures FROM audience_connections WHERE id = $1 FOR UPDATE"
+            }
+            Backend::Sqlite => {
+                "SELECT state, revision, updated_at, lease_owner, next_sync_at, next_sync_trigger, \
+                 consecutive_failures FROM audience_connections WHERE id = $1"
+            }
+        };
+        let Some(row) = sqlx::query(select)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false); // deleted meanwhile: record nothing
+        };
+        if row.try_get::<Option<String>, _>("lease_owner")?.as_deref() != Some(owner) {
+            return Ok(false);
+        }
+        let state_text: String = row.try_get("state")?;
+        let state = ConnectionState::parse(&state_text)
+            .with_context(|| format!("stored state {state_text:?} is unknown"))?;
+        let trigger_text: String = row.try_get("next_sync_trigger")?;
+        let current = Schedule {
+            next_sync_at: Timestamp::from_millis(row.try_get("next_sync_at")?),
+            trigger: Trigger::parse(&trigger_text)
+                .with_context(|| format!("stored sync trigger {trigger_text:?} is unknown"))?,
+            consecutive_failures: row.try_get("consecutive_failures")?,
+        };
+        let settled = settle(state, &current, run.claim.next_sync_at, &run.verdict);
+        // Whatever the representation shows changed: new revision (entity tag) and updatedAt.
+        let changed =
+            settled.synced || settled.state != state || run.connected_resource_id.is_some();
+        let revision: i64 = row.try_get::<i64, _>("revision")? + i64::from(changed);
+        let updated_at: i64 = row.try_get("updated_at")?;
+        let mut q = SqlBuilder::new(
+            "UPDATE audience_connections SET lease_owner = NULL, lease_expires_at = NULL, \
+             next_sync_at = ",
+        );
+        q.bind(Param::Int(settled.schedule.next_sync_at.millis()))
+            .push(", next_sync_trigger = ")
+            .bind(Param::Text(settled.schedule.trigger.as_str().to_owned()))
+            .push(", consecutive_failures = ")
+            .bind(Param::Int(settled.schedule.consecutive_failures))
+            .push(", state = ")
+            .bind(Param::Text(settled.state.as_str().to_owned()))
+            .push(", revision = ")
+            .bind(Param::Int(revision));
+        if changed {
+            q.push(", updated_at = ")
+                .bind(Param::Int(run.finished_at.millis().max(updated_at)));
+        }
+        if let Some(resource) = &run.connected_resource_id {
+            q.push(", connected_resource_id = ")
+                .bind(Param::Text(resource.clone()));
+        }
+        if settled.synced {
+            q.push(", last_synced_at = ")
+                .bind(Param::Int(run.finished_at.millis()));
+        }
+        match settled.state_reason {
+            Some(Some(text)) => {
+                q.push(", state_reason = ").bind(Param::Text(text));
+            }
+            Some(None) => {
+                q.push(", state_reason = NULL");
+            }
+            None => {}
+        }
+        q.push(" WHERE id = ").bind(Param::Text(id.to_owned()));
+        q.build().execute(&mut *tx).await?;
+
+        for chunk in run.removed.chunks(MEMBER_CHUNK) {
+            let mut q =
+                SqlBuilder::new("DELETE FROM audience_synced_members WHERE connection_id = ");
+            q.bind(Param::Text(id.to_owned()))
+                .push(" AND customer_id IN ")
+                .bind_list(chunk.iter().map(|m| Param::Text(m.clone())));
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in run.added.chunks(MEMBER_CHUNK) {
+            let mut q = SqlBuilder::new(
+                "INSERT INTO audience_synced_members (connection_id, customer_id) VALUES ",
+            );
+            for (i, member) in chunk.iter().enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" })
+                    .bind(Param::Text(id.to_owned()))
+                    .push(", ")
+                    .bind(Param::Text(member.clone()))
+                    .push(")");
+            }
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO audience_sync_runs (id, connection_id, run_trigger, started_at, \
+             finished_at, added, removed, failed, error, instance) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(run.id.as_str())
+        .bind(id)
+        .bind(run.claim.trigger.as_str())
+        .bind(run.started_at.millis())
+        .bind(run.finished_at.millis())
+        .bind(i64::try_from(run.added.len()).unwrap_or(i64::MAX))
+        .bind(i64::try_from(run.removed.len()).unwrap_or(i64::MAX))
+        .bind(i64::try_from(run.failed).unwrap_or(i64::MAX))
+        .bind(run.error.as_deref())
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM audience_sync_runs WHERE connection_id = $1 AND id NOT IN \
+             (SELECT id FROM audience_sync_runs WHERE connection_id = $1 \
+              ORDER BY started_at DESC, id DESC LIMIT $2)",
+        )
+        .bind(id)
+        .bind(i64::from(self.keep_runs))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn status(&self, connection: &ResourceId) -> Result<Option<SyncStatus>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT state, state_reason, last_synced_at, consecutive_failures, next_sync_at \
+             FROM audience_connections WHERE id = $1",
+        )
+        .bind(connection.as_str())
+        .fetch_optional(&self.db.read)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let state_text: String = row.try_get("state")?;
+        let state = ConnectionState::parse(&state_text)
+            .with_context(|| format!("stored state {state_text:?} is unknown"))?;
+        let syncable = matches!(state, ConnectionState::Pending | ConnectionState::Active);
+        Ok(Some(SyncStatus {
+            state,
+            state_reason: row.try_get("state_reason")?,
+            last_synced_at: row
+                .try_get::<Option<i64>, _>("last_synced_at")?
+                .map(Timestamp::from_millis),
+            consecutive_failures: row.try_get("consecutive_failures")?,
+            next_sync_at: syncable
+                .then(|| row.try_get::<i64, _>("next_sync_at"))
+                .transpose()?
+                .map(Timestamp::from_millis),
+        }))
+    }
+
+    async fn runs(
+        &self,
+        connection: &ResourceId,
+        after: Option<(Timestamp, ResourceId)>,
+        limit: u32,
+    ) -> Result<Vec<SyncRun>, StoreError> {
+        let mut q = SqlBuilder::new(
+            "SELECT id, run_trigger, started_at, finished_at, added, removed, failed, error \
+             FROM audience_sync_runs WHERE connection_id = ",
+        );
+        q.bind(Param::Text(connection.as_str().to_owned()));
+        if let Some((started_at, id)) = after {
+            q.push(" AND (started_at < ")
+                .bind(Param::Int(started_at.millis()))
+                .push(" OR (started_at = ")
+                .bind(Param::Int(started_at.millis()))
+                .push(" AND id < ")
+                .bind(Param::Text(id.as_str().to_owned()))
+                .push("))");
+        }
+        q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
+            .bind(Param::Int(i64::from(limit)));
+        let rows = q.build().fetch_all(&self.db.read).await?;
+        rows.iter()
+            .map(|row| {
+                let trigger: String = row.try_get("run_trigger")?;
+                Ok(SyncRun {
+                    id: ResourceId::from_trusted(row.try_get("id")?),
+                    trigger: Trigger::parse(&trigger)
+                        .with_context(|| format!("stored trigger {trigger:?} is unknown"))?,
+                    started_at: Timestamp::from_millis(row.try_get("started_at")?),
+                    finished_at: Timestamp::from_millis(row.try_get("finished_at")?),
+                    added: row.try_get("added")?,
+                    removed: row.try_get("removed")?,
+                    failed: row.try_get("failed")?,
+                    error: row.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+}
