@@ -104,51 +104,82 @@ pub(crate) fn operations(doc: &mut OpenApiDoc) -> impl Iterator<Item = &mut Oper
     })
 }
 
+/// How one API documents its errors: the statuses each operation answers, and their body.
+pub(crate) struct ErrorResponses {
+    pub statuses: &'static [(&'static str, &'static [u16])],
+    pub media_type: &'static str,
+    pub schema: &'static str,
+    pub describe: fn(u16) -> &'static str,
+}
+
+/// Adds what every operation of an API shares: the API key plus the API's token scheme as the
+/// security requirement, and the error responses (with a `5XX` for server problems).
+pub(crate) fn add_shared_conventions(
+    doc: &mut OpenApiDoc,
+    token_scheme: &str,
+    errors: &ErrorResponses,
+) {
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("API-Key"))),
+        );
+    doc.security = Some(vec![
+        SecurityRequirement::new("apiKey", Vec::<String>::new())
+            .add(token_scheme, Vec::<String>::new()),
+    ]);
+    for op in operations(doc) {
+        let id = op.operation_id.clone().unwrap_or_default();
+        let statuses = errors
+            .statuses
+            .iter()
+            .find(|(name, _)| *name == id)
+            .map(|(_, s)| *s)
+            .unwrap_or(&[]);
+        for status in statuses.iter().copied().chain([500]) {
+            let response = ResponseBuilder::new()
+                .description((errors.describe)(status))
+                .content(
+                    errors.media_type,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(errors.schema)))
+                        .build(),
+                )
+                .build();
+            let key = if status == 500 {
+                "5XX".to_owned()
+            } else {
+                status.to_string()
+            };
+            op.responses.responses.insert(key, response.into());
+        }
+    }
+}
+
 /// Adds what every admin operation shares: error responses and security requirements.
 struct AdminConventions;
 
 impl Modify for AdminConventions {
     fn modify(&self, doc: &mut OpenApiDoc) {
-        let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "apiKey",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("API-Key"))),
-        );
-        components.add_security_scheme(
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "adminAccessToken",
+                SecurityScheme::OpenIdConnect(OpenIdConnect::new(
+                    "/.well-known/openid-configuration",
+                )),
+            );
+        add_shared_conventions(
+            doc,
             "adminAccessToken",
-            SecurityScheme::OpenIdConnect(OpenIdConnect::new("/.well-known/openid-configuration")),
+            &ErrorResponses {
+                statuses: ADMIN_ERRORS,
+                media_type: "application/problem+json",
+                schema: "problemResponse",
+                describe: status_description,
+            },
         );
-        doc.security = Some(vec![
-            SecurityRequirement::new("apiKey", Vec::<String>::new())
-                .add("adminAccessToken", Vec::<String>::new()),
-        ]);
-        for op in operations(doc) {
-            let id = op.operation_id.clone().unwrap_or_default();
-            let statuses = ADMIN_ERRORS
-                .iter()
-                .find(|(name, _)| *name == id)
-                .map(|(_, s)| *s)
-                .unwrap_or(&[]);
-            for status in statuses.iter().copied().chain([500]) {
-                let response = ResponseBuilder::new()
-                    .description(status_description(status))
-                    .content(
-                        "application/problem+json",
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("problemResponse")))
-                            .build(),
-                    )
-                    .build();
-                op.responses.responses.insert(
-                    if status == 500 {
-                        "5XX".to_owned()
-                    } else {
-                        status.to_string()
-                    },
-                    response.into(),
-                );
-            }
-        }
     }
 }
 

@@ -2,12 +2,9 @@
 
 use super::api;
 use crate::http::error::HalErrorBody;
-use crate::http::openapi::operations;
-use utoipa::openapi::security::{
-    ApiKey, ApiKeyValue, AuthorizationCode, Flow, OAuth2, Scopes, SecurityRequirement,
-    SecurityScheme,
-};
-use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilder};
+use crate::http::openapi::{ErrorResponses, add_shared_conventions};
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::security::{AuthorizationCode, Flow, OAuth2, Scopes, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 pub const API_VERSION: &str = "0.7.1";
@@ -92,55 +89,33 @@ struct InvitationConventions;
 
 impl Modify for InvitationConventions {
     fn modify(&self, doc: &mut OpenApiDoc) {
-        let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "apiKey",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("API-Key"))),
-        );
-        components.add_security_scheme(
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "accessToken",
+                SecurityScheme::OAuth2(OAuth2::new([Flow::AuthorizationCode(
+                    AuthorizationCode::new(
+                        "/auth/oauth2/authorize",
+                        "/auth/oauth2/token",
+                        Scopes::from_iter([
+                            ("banking/read", "Read access to invitations"),
+                            ("banking/write", "Write (update) access to invitations"),
+                            ("banking/delete", "Delete access to invitations"),
+                            ("banking/full", "Full access to invitations"),
+                        ]),
+                    ),
+                )])),
+            );
+        add_shared_conventions(
+            doc,
             "accessToken",
-            SecurityScheme::OAuth2(OAuth2::new([Flow::AuthorizationCode(
-                AuthorizationCode::new(
-                    "/auth/oauth2/authorize",
-                    "/auth/oauth2/token",
-                    Scopes::from_iter([
-                        ("banking/read", "Read access to invitations"),
-                        ("banking/write", "Write (update) access to invitations"),
-                        ("banking/delete", "Delete access to invitations"),
-                        ("banking/full", "Full access to invitations"),
-                    ]),
-                ),
-            )])),
+            &ErrorResponses {
+                statuses: ERRORS,
+                media_type: "application/hal+json",
+                schema: "errorResponse",
+                describe: description,
+            },
         );
-        doc.security = Some(vec![
-            SecurityRequirement::new("apiKey", Vec::<String>::new())
-                .add("accessToken", Vec::<String>::new()),
-        ]);
-        for op in operations(doc) {
-            let id = op.operation_id.clone().unwrap_or_default();
-            let statuses = ERRORS
-                .iter()
-                .find(|(name, _)| *name == id)
-                .map(|(_, s)| *s)
-                .unwrap_or(&[]);
-            for status in statuses.iter().copied().chain([500]) {
-                let response = ResponseBuilder::new()
-                    .description(description(status))
-                    .content(
-                        "application/hal+json",
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name("errorResponse")))
-                            .build(),
-                    )
-                    .build();
-                let key = if status == 500 {
-                    "5XX".to_owned()
-                } else {
-                    status.to_string()
-                };
-                op.responses.responses.insert(key, response.into());
-            }
-        }
     }
 }
 
