@@ -406,11 +406,7 @@ pub async fn get(
         .await?
         .ok_or_else(|| not_found(&id))?;
     if if_none_match.is_some_and(|c| c.matches_weakly(&connection.etag())) {
-        let mut res = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(etag) = HeaderValue::from_str(&connection.etag()) {
-            res.headers_mut().insert(header::ETAG, etag);
-        }
-        return Ok(res);
+        return Ok(super::not_modified(&connection.etag()));
     }
     Ok(connection_response(StatusCode::OK, &connection))
 }

@@ -105,6 +105,15 @@ pub fn router(state: AppState) -> Router {
         ]))
 }
 
+/// The answer to a GET whose `If-None-Match` matches: no body, the current tag.
+pub fn not_modified(etag: &str) -> Response {
+    let mut res = StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(etag) = axum::http::HeaderValue::from_str(etag) {
+        res.headers_mut().insert(axum::http::header::ETAG, etag);
+    }
+    res
+}
+
 async fn unknown_path() -> ApiError {
     ApiError::from_status(StatusCode::NOT_FOUND)
 }

@@ -745,11 +745,7 @@ pub async fn get_one(
     let ctx = &state.invitations;
     let (inv, access) = ctx.visible(&caller, &id).await?;
     if if_none_match.is_some_and(|c| c.matches_weakly(&inv.etag())) {
-        let mut res = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(etag) = HeaderValue::from_str(&inv.etag()) {
-            res.headers_mut().insert(header::ETAG, etag);
-        }
-        return Ok(res);
+        return Ok(crate::http::not_modified(&inv.etag()));
     }
     ctx.response(StatusCode::OK, &inv, access)
 }
