@@ -493,6 +493,9 @@ impl Config {
                 if self.auth.api_keys.is_empty() {
                     bail!("production mode needs at least one [[auth.api_keys]] entry");
                 }
+                if self.email.smtp.is_none() {
+                    bail!("production mode needs an [email.smtp] relay (host, port, tls)");
+                }
             }
         }
         for key in &self.auth.api_keys {
@@ -855,7 +858,13 @@ mod tests {
             "listen = \"0.0.0.0:9000\"\n[invitations]\nsecret_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n[auth.oidc]\ndiscovery_url = \"https://idp/.well-known/openid-configuration\"\naudience = \"tandem\"\n[[auth.api_keys]]\nname = \"web\"\nsha256 = \"".to_owned() + &"ab".repeat(32) + "\"\n",
         )
         .unwrap();
-        let c = Config::load(Some(&file), env(&[])).unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("[email.smtp]"), "{err}");
+        let c = Config::load(
+            Some(&file),
+            env(&[("TANDEM_EMAIL_SMTP_HOST", "smtp.bank.example")]),
+        )
+        .unwrap();
         assert_eq!(c.mode, Mode::Production);
         assert!(
             c.effective_providers().is_empty(),

@@ -34,6 +34,18 @@ async fn start_issuer(key: &SigningKey) -> String {
     base
 }
 
+/// Production needs a relay; these tests send no email.
+fn unused_relay() -> tandem::config::SmtpConfig {
+    tandem::config::SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: Some(9),
+        tls: tandem::config::SmtpTls::None,
+        username: None,
+        password: None,
+        timeout_secs: 5,
+    }
+}
+
 fn token(key: &SigningKey, kid: &str, claims: Value) -> String {
     let der = key.to_pkcs8_der().unwrap();
     let mut header = Header::new(Algorithm::EdDSA);
@@ -56,6 +68,7 @@ async fn tokens_from_the_configured_issuer_are_accepted_and_others_refused() {
     let discovery_url = format!("{issuer}/.well-known/openid-configuration");
     let app = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.mode = Mode::Production;
+        c.email.smtp = Some(unused_relay());
         c.invitations.secret_key = Some(tandem::domain::sealed::SecretBox::generate_key());
         c.auth.oidc = Some(OidcConfig {
             discovery_url,

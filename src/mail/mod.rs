@@ -12,27 +12,19 @@ pub mod templates;
 
 pub use delivery::{DeliveryWorker, MailWaker, RunningWorker};
 
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::store::Db;
 use crate::store::outbox::{QueuedMessage, SqlOutbox};
 use mailer::{FileMailer, Mailer, SmtpMailer};
 use std::sync::Arc;
 
-/// The worker the configuration asks for: SMTP with `[email.smtp]`, else `.eml` files under
-/// `<data_dir>/mail/`.
+/// The worker the configuration asks for: SMTP with `[email.smtp]`, else (dev mode) `.eml` files
+/// under `<data_dir>/mail/`.
 pub fn worker(config: &Config, db: Db) -> anyhow::Result<DeliveryWorker> {
     let mailer: Arc<dyn Mailer> = match &config.email.smtp {
         Some(smtp) => Arc::new(SmtpMailer::new(smtp)?),
-        None => {
-            let dir = config.data_dir.join("mail");
-            if config.mode == Mode::Production {
-                tracing::warn!(
-                    directory = %dir.display(),
-                    "no [email.smtp] relay configured: emails are written as files, not sent"
-                );
-            }
-            Arc::new(FileMailer::new(dir))
-        }
+        // Dev mode: production configurations must name a relay (`Config::check`).
+        None => Arc::new(FileMailer::new(config.data_dir.join("mail"))),
     };
     DeliveryWorker::new(Arc::new(SqlOutbox::new(db)), mailer, config.email.clone())
 }
