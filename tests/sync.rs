@@ -744,7 +744,62 @@ async fn sync_runs_follow_the_admin_rules_and_page_newest_first(backend: Backend
     assert!(op["responses"]["404"].is_object());
 }
 
+/// A run is recorded together with the connection's failure count; a reader must never see
+/// the one without the other (it did when the two were read separately).
+async fn sync_runs_and_their_status_are_read_from_one_snapshot(backend: Backend) {
+    const ROUNDS: i64 = 60;
+    let app = TestApp::spawn(backend).await;
+    import(&app, AUDIENCE, &members("c-", 0..2)).await;
+    let id = create(&app, &json!({"name": "file"})).await;
+    let db = app.db.clone();
+    let connection_id = id.clone();
+    let writer = tokio::spawn(async move {
+        for n in 1..=ROUNDS {
+            // What the engine's `finish` does for a failed run, in one transaction.
+            let mut tx = db.write.begin().await.unwrap();
+            sqlx::query(
+                "INSERT INTO audience_sync_runs (id, connection_id, run_trigger, started_at, \
+                 finished_at, added, removed, failed, error, instance) \
+                 VALUES ($1, $2, 'retry', $3, $3, 0, 0, 0, 'scripted failure', 'test')",
+            )
+            .bind(format!("run-{n:04}"))
+            .bind(&connection_id)
+            .bind(now_millis() + n)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query("UPDATE audience_connections SET consecutive_failures = $1 WHERE id = $2")
+                .bind(n)
+                .bind(&connection_id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    let mut reads = 0;
+    loop {
+        let done = writer.is_finished();
+        let res = app
+            .as_admin(Method::GET, &format!("{BASE}/{id}/syncRuns?limit=1000"))
+            .send()
+            .await
+            .unwrap();
+        let r = json(res).await;
+        let count = r["items"].as_array().unwrap().len();
+        assert_eq!(r["consecutiveFailures"], count, "read {reads}");
+        reads += 1;
+        if done {
+            assert_eq!(count as i64, ROUNDS);
+            break;
+        }
+    }
+    writer.await.unwrap();
+}
+
 on_both_backends!(
+    sync_runs_and_their_status_are_read_from_one_snapshot,
     pendo_segment_is_created_then_kept_in_sync_in_batches_of_1000,
     pendo_links_an_existing_segment,
     pendo_429_is_retried_no_sooner_than_retry_after,
