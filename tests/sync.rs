@@ -26,10 +26,14 @@ fn fast(config: &mut Config) {
     config.sync.max_consecutive_failures = 5;
 }
 
+/// Provider and source calls that should succeed get a timeout no busy CI machine reaches; a test of
+/// the timeout sets its own and scripts a call that hangs far beyond it.
+const CALL_TIMEOUT_SECS: f64 = 5.0;
+
 fn schedule(interval_secs: f64) -> ProviderSchedule {
     ProviderSchedule {
         interval_secs: Some(interval_secs),
-        timeout_secs: Some(1.0),
+        timeout_secs: Some(CALL_TIMEOUT_SECS),
     }
 }
 
@@ -265,8 +269,17 @@ async fn pendo_429_is_retried_no_sooner_than_retry_after(backend: Backend) {
 }
 
 async fn pendo_500s_and_timeouts_back_off_then_recover(backend: Backend) {
+    const TIMEOUT_SECS: f64 = 2.5;
     let fake = sync_fakes::pendo().await;
-    let app = TestApp::spawn_with(backend, |c| with_pendo(c, &fake, PENDO_KEY, 3600.0)).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        with_pendo(c, &fake, PENDO_KEY, 3600.0);
+        // Short enough to keep the test quick, long enough for the calls that must succeed
+        // (batches of 1000 visitors) on a loaded machine.
+        if let Some(ProviderConfig::Pendo { schedule, .. }) = c.providers.get_mut("pendo") {
+            schedule.timeout_secs = Some(TIMEOUT_SECS);
+        }
+    })
+    .await;
     import(&app, AUDIENCE, &members("c-", 0..1500)).await;
     let id = create(&app, &json!({"name": "pendo"})).await;
     in_state(&app, &id, "active").await;
@@ -275,11 +288,11 @@ async fn pendo_500s_and_timeouts_back_off_then_recover(backend: Backend) {
         .unwrap()
         .to_owned();
 
-    // A 500, then a call that outlives the 1 s timeout, then success; partial progress kept.
+    // A 500, then a call that hangs far beyond the timeout, then success.
     import(&app, AUDIENCE, &members("c-", 0..2700)).await;
     fake.script([
         Scripted::Status(500, None),
-        Scripted::Delay(Duration::from_secs(2)),
+        Scripted::Delay(Duration::from_secs(60)),
     ]);
     let res = app
         .as_admin(Method::POST, &format!("{BASE}/{id}/inactive"))
@@ -372,8 +385,20 @@ async fn inactive_connections_are_not_synced_and_deleted_ones_leave_nothing(back
         .send()
         .await
         .unwrap();
-    // A run claimed before the deactivation may still finish; let it.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A run claimed before the deactivation may still finish; wait until it has (its lease
+    // is released), however long a busy machine takes. No new run can be claimed after.
+    eventually("the run in flight to finish", 20, || async {
+        let owner: Option<String> = sqlx::Row::get(
+            &sqlx::query("SELECT lease_owner FROM audience_connections WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&app.db.read)
+                .await
+                .unwrap(),
+            "lease_owner",
+        );
+        owner.is_none().then_some(())
+    })
+    .await;
     let (calls, count) = (
         fake.calls().len(),
         runs(&app, &id).await["items"].as_array().unwrap().len(),
@@ -602,7 +627,7 @@ async fn the_http_audience_source_pages_with_its_auth_header(backend: Backend) {
             auth_header: Some("Authorization".into()),
             auth_value: Some(SOURCE_TOKEN.into()),
             page_size: Some(10),
-            timeout_secs: Some(1.0),
+            timeout_secs: Some(CALL_TIMEOUT_SECS),
         };
     })
     .await;
@@ -744,7 +769,62 @@ async fn sync_runs_follow_the_admin_rules_and_page_newest_first(backend: Backend
     assert!(op["responses"]["404"].is_object());
 }
 
+/// A run is recorded together with the connection's failure count; a reader must never see
+/// the one without the other (it did when the two were read separately).
+async fn sync_runs_and_their_status_are_read_from_one_snapshot(backend: Backend) {
+    const ROUNDS: i64 = 60;
+    let app = TestApp::spawn(backend).await;
+    import(&app, AUDIENCE, &members("c-", 0..2)).await;
+    let id = create(&app, &json!({"name": "file"})).await;
+    let db = app.db.clone();
+    let connection_id = id.clone();
+    let writer = tokio::spawn(async move {
+        for n in 1..=ROUNDS {
+            // What the engine's `finish` does for a failed run, in one transaction.
+            let mut tx = db.write.begin().await.unwrap();
+            sqlx::query(
+                "INSERT INTO audience_sync_runs (id, connection_id, run_trigger, started_at, \
+                 finished_at, added, removed, failed, error, instance) \
+                 VALUES ($1, $2, 'retry', $3, $3, 0, 0, 0, 'scripted failure', 'test')",
+            )
+            .bind(format!("run-{n:04}"))
+            .bind(&connection_id)
+            .bind(now_millis() + n)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query("UPDATE audience_connections SET consecutive_failures = $1 WHERE id = $2")
+                .bind(n)
+                .bind(&connection_id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    let mut reads = 0;
+    loop {
+        let done = writer.is_finished();
+        let res = app
+            .as_admin(Method::GET, &format!("{BASE}/{id}/syncRuns?limit=1000"))
+            .send()
+            .await
+            .unwrap();
+        let r = json(res).await;
+        let count = r["items"].as_array().unwrap().len();
+        assert_eq!(r["consecutiveFailures"], count, "read {reads}");
+        reads += 1;
+        if done {
+            assert_eq!(count as i64, ROUNDS);
+            break;
+        }
+    }
+    writer.await.unwrap();
+}
+
 on_both_backends!(
+    sync_runs_and_their_status_are_read_from_one_snapshot,
     pendo_segment_is_created_then_kept_in_sync_in_batches_of_1000,
     pendo_links_an_existing_segment,
     pendo_429_is_retried_no_sooner_than_retry_after,
@@ -869,9 +949,13 @@ async fn until_every_connection_has(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_on_one_postgres_sync_each_due_connection_exactly_once_per_interval() {
-    const INTERVAL_MS: i64 = 4000;
+    // Long enough that a busy machine finishes a round of 200 runs well inside one interval.
+    const INTERVAL_MS: i64 = 8000;
     let app = TestApp::spawn_with(Backend::Postgres, |c| {
         fast(c);
+        // Creating 200 connections can take longer than an interval under load: the engines
+        // start only once all exist, so no scheduled run can precede the check below.
+        c.sync.enabled = false;
         c.sync.concurrency = 16;
         c.providers.insert(
             "file".into(),
@@ -882,8 +966,6 @@ async fn three_instances_on_one_postgres_sync_each_due_connection_exactly_once_p
         );
     })
     .await;
-    another_instance(&app.config).await;
-    another_instance(&app.config).await;
     let mut ids = Vec::new();
     for i in 0..200 {
         let audience = format!("audience-{i:04}");
@@ -896,6 +978,11 @@ async fn three_instances_on_one_postgres_sync_each_due_connection_exactly_once_p
             .unwrap();
         assert_eq!(res.status(), StatusCode::CREATED);
         ids.push(json(res).await["id"].as_str().unwrap().to_owned());
+    }
+    let mut config = app.config.clone();
+    config.sync.enabled = true;
+    for _ in 0..3 {
+        another_instance(&config).await;
     }
     let counts = until_every_connection_has(&app, &ids, 1).await;
     assert!(

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::extract::{AdminCaller, path_id};
 use crate::domain::connection::ConnectionState;
 use crate::domain::time::Timestamp;
-use crate::store::sync::SyncRun;
+use crate::store::sync::{SyncHistory, SyncRun};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -120,13 +120,12 @@ pub async fn list(
             .with_attributes(serde_json::json!({"field": "limit"})));
     }
     let after = params.start.as_deref().map(parse_cursor).transpose()?;
-    let status = state
+    let SyncHistory { status, mut runs } = state
         .sync
         .repo
-        .status(&id)
+        .history(&id, after, limit + 1)
         .await?
         .ok_or_else(|| not_found(&id))?;
-    let mut runs = state.sync.repo.runs(&id, after, limit + 1).await?;
     let mut headers = HeaderMap::new();
     if runs.len() > limit as usize {
         runs.truncate(limit as usize);

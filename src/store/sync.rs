@@ -93,15 +93,22 @@ pub trait SyncRepository: Send + Sync {
     /// Records a run and releases the lease, atomically; false (and nothing recorded) when the
     /// connection is gone or the lease was lost.
     async fn finish(&self, owner: &str, run: &FinishedRun) -> Result<bool, StoreError>;
-    /// None when there is no such connection.
-    async fn status(&self, connection: &ResourceId) -> Result<Option<SyncStatus>, StoreError>;
-    /// Runs newest first, after the cursor `(started_at, id)` of a previous page.
-    async fn runs(
+    /// The connection's status and up to `limit` of its runs, newest first, after the cursor
+    /// `(started_at, id)` of a previous page; None when there is no such connection.
+    async fn history(
         &self,
         connection: &ResourceId,
         after: Option<(Timestamp, ResourceId)>,
         limit: u32,
-    ) -> Result<Vec<SyncRun>, StoreError>;
+    ) -> Result<Option<SyncHistory>, StoreError>;
+}
+
+/// A status and runs read from one snapshot: a run recorded between two separate reads would
+/// show up in the runs while the status (failure count, next sync) still predates it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncHistory {
+    pub status: SyncStatus,
+    pub runs: Vec<SyncRun>,
 }
 
 pub struct SqlSync {
@@ -364,73 +371,98 @@ impl SyncRepository for SqlSync {
         Ok(true)
     }
 
-    async fn status(&self, connection: &ResourceId) -> Result<Option<SyncStatus>, StoreError> {
-        let Some(row) = sqlx::query(
-            "SELECT state, state_reason, last_synced_at, consecutive_failures, next_sync_at \
-             FROM audience_connections WHERE id = $1",
-        )
-        .bind(connection.as_str())
-        .fetch_optional(&self.db.read)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let state_text: String = row.try_get("state")?;
-        let state = ConnectionState::parse(&state_text)
-            .with_context(|| format!("stored state {state_text:?} is unknown"))?;
-        let syncable = matches!(state, ConnectionState::Pending | ConnectionState::Active);
-        Ok(Some(SyncStatus {
-            state,
-            state_reason: row.try_get("state_reason")?,
-            last_synced_at: row
-                .try_get::<Option<i64>, _>("last_synced_at")?
-                .map(Timestamp::from_millis),
-            consecutive_failures: row.try_get("consecutive_failures")?,
-            next_sync_at: syncable
-                .then(|| row.try_get::<i64, _>("next_sync_at"))
-                .transpose()?
-                .map(Timestamp::from_millis),
-        }))
-    }
-
-    async fn runs(
+    async fn history(
         &self,
         connection: &ResourceId,
         after: Option<(Timestamp, ResourceId)>,
         limit: u32,
-    ) -> Result<Vec<SyncRun>, StoreError> {
-        let mut q = SqlBuilder::new(
-            "SELECT id, run_trigger, started_at, finished_at, added, removed, failed, error \
-             FROM audience_sync_runs WHERE connection_id = ",
-        );
-        q.bind(Param::Text(connection.as_str().to_owned()));
-        if let Some((started_at, id)) = after {
-            q.push(" AND (started_at < ")
-                .bind(Param::Int(started_at.millis()))
-                .push(" OR (started_at = ")
-                .bind(Param::Int(started_at.millis()))
-                .push(" AND id < ")
-                .bind(Param::Text(id.as_str().to_owned()))
-                .push("))");
+    ) -> Result<Option<SyncHistory>, StoreError> {
+        let mut tx = self.db.read.begin().await?;
+        if self.db.backend == Backend::Postgres {
+            // Under READ COMMITTED each statement would see its own snapshot. (On SQLite a
+            // read transaction keeps its first snapshot already.)
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
         }
-        q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
-            .bind(Param::Int(i64::from(limit)));
-        let rows = q.build().fetch_all(&self.db.read).await?;
-        rows.iter()
-            .map(|row| {
-                let trigger: String = row.try_get("run_trigger")?;
-                Ok(SyncRun {
-                    id: ResourceId::from_trusted(row.try_get("id")?),
-                    trigger: Trigger::parse(&trigger)
-                        .with_context(|| format!("stored trigger {trigger:?} is unknown"))?,
-                    started_at: Timestamp::from_millis(row.try_get("started_at")?),
-                    finished_at: Timestamp::from_millis(row.try_get("finished_at")?),
-                    added: row.try_get("added")?,
-                    removed: row.try_get("removed")?,
-                    failed: row.try_get("failed")?,
-                    error: row.try_get("error")?,
-                })
-            })
-            .collect()
+        let Some(status) = status(&mut tx, connection).await? else {
+            return Ok(None);
+        };
+        let runs = runs(&mut tx, connection, after, limit).await?;
+        tx.commit().await?;
+        Ok(Some(SyncHistory { status, runs }))
     }
+}
+
+async fn status(
+    conn: &mut AnyConnection,
+    connection: &ResourceId,
+) -> Result<Option<SyncStatus>, StoreError> {
+    let Some(row) = sqlx::query(
+        "SELECT state, state_reason, last_synced_at, consecutive_failures, next_sync_at \
+         FROM audience_connections WHERE id = $1",
+    )
+    .bind(connection.as_str())
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let state_text: String = row.try_get("state")?;
+    let state = ConnectionState::parse(&state_text)
+        .with_context(|| format!("stored state {state_text:?} is unknown"))?;
+    let syncable = matches!(state, ConnectionState::Pending | ConnectionState::Active);
+    Ok(Some(SyncStatus {
+        state,
+        state_reason: row.try_get("state_reason")?,
+        last_synced_at: row
+            .try_get::<Option<i64>, _>("last_synced_at")?
+            .map(Timestamp::from_millis),
+        consecutive_failures: row.try_get("consecutive_failures")?,
+        next_sync_at: syncable
+            .then(|| row.try_get::<i64, _>("next_sync_at"))
+            .transpose()?
+            .map(Timestamp::from_millis),
+    }))
+}
+
+async fn runs(
+    conn: &mut AnyConnection,
+    connection: &ResourceId,
+    after: Option<(Timestamp, ResourceId)>,
+    limit: u32,
+) -> Result<Vec<SyncRun>, StoreError> {
+    let mut q = SqlBuilder::new(
+        "SELECT id, run_trigger, started_at, finished_at, added, removed, failed, error \
+         FROM audience_sync_runs WHERE connection_id = ",
+    );
+    q.bind(Param::Text(connection.as_str().to_owned()));
+    if let Some((started_at, id)) = after {
+        q.push(" AND (started_at < ")
+            .bind(Param::Int(started_at.millis()))
+            .push(" OR (started_at = ")
+            .bind(Param::Int(started_at.millis()))
+            .push(" AND id < ")
+            .bind(Param::Text(id.as_str().to_owned()))
+            .push("))");
+    }
+    q.push(" ORDER BY started_at DESC, id DESC LIMIT ")
+        .bind(Param::Int(i64::from(limit)));
+    let rows = q.build().fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            let trigger: String = row.try_get("run_trigger")?;
+            Ok(SyncRun {
+                id: ResourceId::from_trusted(row.try_get("id")?),
+                trigger: Trigger::parse(&trigger)
+                    .with_context(|| format!("stored trigger {trigger:?} is unknown"))?,
+                started_at: Timestamp::from_millis(row.try_get("started_at")?),
+                finished_at: Timestamp::from_millis(row.try_get("finished_at")?),
+                added: row.try_get("added")?,
+                removed: row.try_get("removed")?,
+                failed: row.try_get("failed")?,
+                error: row.try_get("error")?,
+            })
+        })
+        .collect()
 }
