@@ -76,17 +76,29 @@ impl Browser {
         }
     }
 
-    async fn command(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+    /// Runs a command; the WebDriver error object when it fails.
+    async fn try_command(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let mut request = self.http.request(method, format!("{}{path}", self.session));
         if let Some(body) = body {
             request = request.json(&body);
         }
         let res: Value = request.send().await.unwrap().json().await.unwrap();
-        assert!(
-            res["value"].get("error").is_none(),
-            "WebDriver {path}: {res}"
-        );
-        res["value"].clone()
+        if res["value"].get("error").is_some() {
+            Err(res["value"].clone())
+        } else {
+            Ok(res["value"].clone())
+        }
+    }
+
+    async fn command(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method, path, body)
+            .await
+            .unwrap_or_else(|err| panic!("WebDriver {path}: {err}"))
     }
 
     async fn open(&self, url: &str) {
@@ -125,13 +137,32 @@ impl Browser {
         .await;
     }
 
-    async fn text(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        self.command(Method::GET, &format!("/element/{element}/text"), None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
+    /// The text of the page's body once it contains `needle`: a click that submits a form
+    /// returns before the next page has loaded, so the test waits for the page it expects.
+    async fn wait_for_text(&self, needle: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..150 {
+            let found = self
+                .try_command(
+                    Method::POST,
+                    "/element",
+                    Some(json!({"using": "css selector", "value": "body"})),
+                )
+                .await;
+            if let Ok(element) = found
+                && let Some(id) = element[ELEMENT].as_str()
+                && let Ok(text) = self
+                    .try_command(Method::GET, &format!("/element/{id}/text"), None)
+                    .await
+            {
+                last = text.as_str().unwrap_or_default().to_owned();
+                if last.contains(needle) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page never said {needle:?}; it said: {last}");
     }
 
     async fn screenshot(&self, to: &Path) {
@@ -265,12 +296,15 @@ async fn an_invitee_accepts_in_a_browser_from_the_emailed_link() {
         .await;
     browser.type_into("#sharedSecret", SECRET).await;
     browser.click("button[type=submit]").await;
-    let outcome = browser.text("body").await;
+    let outcome = browser.wait_for_text("your invitation is accepted").await;
     browser
         .screenshot(&screenshots.join("accept-result.png"))
         .await;
     browser.close().await;
-    assert!(outcome.contains("your invitation is accepted"), "{outcome}");
+    assert!(
+        !outcome.contains(SECRET),
+        "the result page never echoes the secret"
+    );
 
     let after = json(
         app.with(
