@@ -8,7 +8,7 @@ use crate::domain::{ids::ResourceId, user::UserRef};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use jwt::{Claims, TokenVerifier};
 
@@ -49,6 +49,55 @@ pub struct Authenticator {
     verifier: Arc<dyn TokenVerifier>,
     admin_claim: String,
     admin_value: String,
+    verified: VerifiedTokens,
+}
+
+/// Who a verified token names, apart from the calling client.
+#[derive(Debug, Clone)]
+struct TokenIdentity {
+    subject: String,
+    user: UserRef,
+    scopes: Vec<String>,
+    admin: bool,
+}
+
+/// Tokens that passed verification, so that a client's repeated calls skip the signature check
+/// and claim parsing (an RSA or ECDSA check costs far more than the request it guards). An
+/// entry lives until the token's `exp` or `TOKEN_CACHE_TTL_MS`, whichever comes first, so a key
+/// the issuer withdraws stops being honoured within that time.
+struct VerifiedTokens {
+    entries: Mutex<HashMap<Box<str>, (TokenIdentity, i64)>>,
+}
+
+const TOKEN_CACHE_TTL_MS: i64 = 60_000;
+/// Past this many entries, expired ones are dropped (and all of them, if none has expired).
+const TOKEN_CACHE_CAPACITY: usize = 10_000;
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, now_ms: i64) -> Option<TokenIdentity> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let (identity, valid_until) = entries.get(token)?;
+        (now_ms < *valid_until).then(|| identity.clone())
+    }
+
+    fn insert(&self, token: &str, identity: TokenIdentity, claims: &Claims, now_ms: i64) {
+        let Some(exp_ms) = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .and_then(|exp| exp.checked_mul(1000))
+        else {
+            return;
+        };
+        let valid_until = exp_ms.min(now_ms + TOKEN_CACHE_TTL_MS);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= TOKEN_CACHE_CAPACITY {
+            entries.retain(|_, (_, until)| now_ms < *until);
+            if entries.len() >= TOKEN_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(token.into(), (identity, valid_until));
+    }
 }
 
 pub fn hash_api_key(key: &str) -> [u8; 32] {
@@ -77,6 +126,9 @@ impl Authenticator {
             verifier,
             admin_claim: config.admin_claim.clone(),
             admin_value: config.admin_value.clone(),
+            verified: VerifiedTokens {
+                entries: Mutex::new(HashMap::new()),
+            },
         }
     }
 
@@ -94,8 +146,24 @@ impl Authenticator {
             })
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingToken)?;
-        let claims = self.verifier.verify(token).await?;
-        Ok(self.caller_from(client, &claims))
+        let now_ms = crate::domain::time::Timestamp::now().millis();
+        let identity = match self.verified.get(token, now_ms) {
+            Some(identity) => identity,
+            None => {
+                let claims = self.verifier.verify(token).await?;
+                let identity = self.identity_from(&claims);
+                self.verified
+                    .insert(token, identity.clone(), &claims, now_ms);
+                identity
+            }
+        };
+        Ok(Caller {
+            client,
+            subject: identity.subject,
+            user: identity.user,
+            scopes: identity.scopes,
+            admin: identity.admin,
+        })
     }
 
     /// The client name for an API key (the hash lookup is not timing-sensitive: an attacker
@@ -110,7 +178,7 @@ impl Authenticator {
             .ok_or(AuthError::UnknownApiKey)
     }
 
-    fn caller_from(&self, client: String, claims: &Claims) -> Caller {
+    fn identity_from(&self, claims: &Claims) -> TokenIdentity {
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
         let subject = text("sub").unwrap_or_default();
         let scopes: Vec<String> = text("scope")
@@ -130,8 +198,7 @@ impl Authenticator {
             first_name: text("given_name").unwrap_or_default(),
             last_name: text("family_name").unwrap_or_default(),
         };
-        Caller {
-            client,
+        TokenIdentity {
             subject,
             user,
             scopes,
@@ -163,5 +230,77 @@ mod tests {
         let id = user_id_for("auth0|5f7c8ec7c33c6c004bbafe82");
         assert!(ResourceId::is_valid(&id), "{id}");
         assert_eq!(id, user_id_for("auth0|5f7c8ec7c33c6c004bbafe82"));
+    }
+
+    /// Answers with fixed claims and counts how often it was asked.
+    struct CountingVerifier {
+        claims: Claims,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenVerifier for CountingVerifier {
+        async fn verify(&self, _token: &str) -> Result<Claims, AuthError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self.claims.clone())
+        }
+    }
+
+    fn authenticator_with(claims: serde_json::Value) -> (Authenticator, Arc<CountingVerifier>) {
+        let verifier = Arc::new(CountingVerifier {
+            claims: claims.as_object().cloned().unwrap_or_default(),
+            calls: Default::default(),
+        });
+        let keys = [("client".to_owned(), hash_api_key("key"))];
+        let auth = Authenticator::new(&AuthConfig::default(), &keys, verifier.clone());
+        (auth, verifier)
+    }
+
+    fn calls(verifier: &CountingVerifier) -> usize {
+        verifier.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_not_verified_again_until_it_expires() {
+        let exp = crate::domain::time::Timestamp::now().millis() / 1000 + 3600;
+        let (auth, verifier) = authenticator_with(serde_json::json!({
+            "sub": "user-000001", "scope": "banking/read admin", "exp": exp,
+        }));
+        for _ in 0..3 {
+            let caller = auth
+                .authenticate(Some("key"), Some("Bearer t1"))
+                .await
+                .unwrap();
+            assert_eq!(caller.client, "client");
+            assert_eq!(caller.subject, "user-000001");
+            assert!(caller.admin && caller.has_scope("banking/read"));
+        }
+        assert_eq!(calls(&verifier), 1);
+        // Another token is verified on its own.
+        auth.authenticate(Some("key"), Some("Bearer t2"))
+            .await
+            .unwrap();
+        assert_eq!(calls(&verifier), 2);
+        // The API key is still checked on every call.
+        let refused = auth.authenticate(Some("other"), Some("Bearer t1")).await;
+        assert_eq!(refused.unwrap_err(), AuthError::UnknownApiKey);
+    }
+
+    #[tokio::test]
+    async fn expired_or_expiryless_tokens_are_verified_every_time() {
+        let past = crate::domain::time::Timestamp::now().millis() / 1000 - 10;
+        for claims in [
+            serde_json::json!({"sub": "user-000001", "exp": past}),
+            serde_json::json!({"sub": "user-000001"}),
+        ] {
+            let (auth, verifier) = authenticator_with(claims);
+            auth.authenticate(Some("key"), Some("Bearer t1"))
+                .await
+                .unwrap();
+            auth.authenticate(Some("key"), Some("Bearer t1"))
+                .await
+                .unwrap();
+            assert_eq!(calls(&verifier), 2);
+        }
     }
 }

@@ -38,6 +38,9 @@ impl Db {
         let options = || {
             AnyPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(10))
+                // sqlx pings a connection before every checkout by default: a round trip per
+                // query. A connection that has died fails its query instead, and is dropped.
+                .test_before_acquire(false)
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {
