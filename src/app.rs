@@ -45,7 +45,12 @@ impl Application {
                 format!("creating the data directory {}", config.data_dir.display())
             })?;
         }
-        let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+        let db = Db::connect(
+            &config.database_url(),
+            config.database.max_connections,
+            config.database.sqlite_synchronous,
+        )
+        .await?;
         db.migrate().await?;
         let auth = authenticator(&config).await?;
         let providers = Arc::new(config.effective_providers());

@@ -246,7 +246,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::MailQueue { common, limit } => {
             let config = load(&common, None)?;
-            let db = Db::connect(&config.database_url(), 2).await?;
+            let db = Db::connect(
+                &config.database_url(),
+                2,
+                config.database.sqlite_synchronous,
+            )
+            .await?;
             let report = crate::store::outbox::queued(&db, limit)
                 .await
                 .context("reading the email outbox");
@@ -293,7 +298,12 @@ async fn open_database(config: &Config) -> anyhow::Result<Db> {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
     }
-    let db = Db::connect(&config.database_url(), 2).await?;
+    let db = Db::connect(
+        &config.database_url(),
+        2,
+        config.database.sqlite_synchronous,
+    )
+    .await?;
     db.migrate().await?;
     Ok(db)
 }

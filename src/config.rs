@@ -87,6 +87,17 @@ pub struct DatabaseConfig {
     /// `sqlite://...` or `postgres://...`; defaults to a SQLite file in the data directory.
     pub url: Option<String>,
     pub max_connections: u32,
+    /// SQLite only: `normal` (default) makes a commit survive the process being killed;
+    /// `full` also survives power loss, at one disk flush per commit.
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    #[default]
+    Normal,
+    Full,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -176,6 +187,7 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             max_connections: 16,
+            sqlite_synchronous: SqliteSynchronous::Normal,
         }
     }
 }
@@ -394,6 +406,7 @@ pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
     ("public_url", ValueKind::Text),
     ("database.url", ValueKind::Text),
     ("database.max_connections", ValueKind::Integer),
+    ("database.sqlite_synchronous", ValueKind::Text),
     ("auth.admin_claim", ValueKind::Text),
     ("auth.admin_value", ValueKind::Text),
     ("rate_limit.per_second", ValueKind::Float),
@@ -805,7 +818,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.database_url(), "postgres://localhost/tandem");
         assert_eq!(c.rate_limit.burst, 7);
+        assert_eq!(c.database.sqlite_synchronous, SqliteSynchronous::Normal);
         assert!(!c.institution.enabled_features.customer_audience_connections);
+    }
+
+    #[test]
+    fn sqlite_synchronous_is_normal_or_full() {
+        let full = env(&[("TANDEM_DATABASE_SQLITE_SYNCHRONOUS", "full")]);
+        let c = Config::load(None, full).unwrap();
+        assert_eq!(c.database.sqlite_synchronous, SqliteSynchronous::Full);
+        let odd = env(&[("TANDEM_DATABASE_SQLITE_SYNCHRONOUS", "sometimes")]);
+        let err = Config::load(None, odd).unwrap_err();
+        assert!(format!("{err:#}").contains("sometimes"), "{err:#}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Queries use `$1`-style placeholders, which both PostgreSQL and SQLite accept, and portable
 //! types (TEXT, BIGINT for millisecond timestamps and counters).
 
+use crate::config::SqliteSynchronous;
 use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
@@ -24,17 +25,32 @@ pub struct Db {
     pub write: AnyPool,
 }
 
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+fn sqlite_pragmas(synchronous: SqliteSynchronous) -> &'static str {
+    match synchronous {
+        SqliteSynchronous::Normal => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+        }
+        SqliteSynchronous::Full => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+        }
+    }
+}
 
 impl Db {
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        synchronous: SqliteSynchronous,
+    ) -> anyhow::Result<Self> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
             Backend::Postgres
         };
+        let pragmas = sqlite_pragmas(synchronous);
         let options = || {
             AnyPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(10))
@@ -44,7 +60,7 @@ impl Db {
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {
-                            conn.execute(SQLITE_PRAGMAS).await?;
+                            conn.execute(pragmas).await?;
                         }
                         Ok(())
                     })
@@ -107,7 +123,29 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
+    use sqlx::Row;
+
+    #[tokio::test]
+    async fn sqlite_commits_flush_as_configured() {
+        let dir = std::env::temp_dir().join(format!("tandem-db-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (setting, pragma_value) in [
+            (SqliteSynchronous::Normal, 1_i64),
+            (SqliteSynchronous::Full, 2),
+        ] {
+            let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+            let db = Db::connect(&url, 2, setting).await.unwrap();
+            for pool in [&db.read, &db.write] {
+                let row = sqlx::query("PRAGMA synchronous")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+                assert_eq!(row.try_get::<i64, _>(0).unwrap(), pragma_value);
+            }
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn passwords_never_reach_messages() {
