@@ -37,7 +37,10 @@ const ADMIN_ERRORS: &[(&str, &[u16])] = &[
         "createCustomerAudienceConnection",
         &[400, 401, 403, 409, 413, 415, 422, 429],
     ),
-    ("getCustomerAudienceConnection", &[400, 401, 403, 404, 429]),
+    (
+        "getCustomerAudienceConnection",
+        &[400, 401, 403, 404, 422, 429],
+    ),
     (
         "deleteCustomerAudienceConnection",
         &[400, 401, 403, 404, 429],
@@ -180,6 +183,24 @@ impl Modify for AdminConventions {
                 describe: status_description,
             },
         );
+        // The seed lists a `4XX` on every operation for client problems without a status of
+        // their own (e.g. 405 `methodNotAllowed`); tandem answers those with a problem too.
+        let client_problem = ResponseBuilder::new()
+            .description(
+                "Client Request Problem. The client request had a problem not listed under another specific 400-level HTTP response code. View the detail in the problem response for additional details.",
+            )
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("problemResponse")))
+                    .build(),
+            )
+            .build();
+        for op in operations(doc) {
+            op.responses
+                .responses
+                .insert("4XX".to_owned(), client_problem.clone().into());
+        }
     }
 }
 

@@ -320,26 +320,41 @@ fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
 
 // ---- API root, document, labels -------------------------------------------------------
 
+/// The API root: HAL links to the top-level resources and operations.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = root)]
+pub struct ApiRoot {
+    #[serde(rename = "_profile")]
+    pub profile: &'static str,
+    #[serde(rename = "_links")]
+    pub links: BTreeMap<&'static str, Link>,
+    #[serde(rename = "_id")]
+    pub id: &'static str,
+    pub name: &'static str,
+    #[serde(rename = "apiVersion")]
+    pub api_version: &'static str,
+}
+
 /// Top-level resources and operations in this API.
 #[utoipa::path(get, path = "/invitations/", operation_id = "getApi", tag = "API",
-    responses((status = 200, description = "OK.", body = Object)))]
+    responses((status = 200, description = "OK.", body = ApiRoot)))]
 pub async fn get_api(InvCaller(caller): InvCaller) -> Result<Response, ApiError> {
     require_scope(&caller, Scope::Read)?;
     Ok(hal(
         StatusCode::OK,
-        &json!({
-            "_profile": "https://production.api.apiture.com/schemas/common/root/v2.1.0/profile.json",
-            "_links": {
-                "self": { "href": "/invitations/" },
-                "apiture:invitations": { "href": COLLECTION },
-                "apiture:verifications": { "href": "/invitations/verifications" },
-                "apiture:labels": { "href": "/invitations/labels" },
-                "apiture:apiDoc": { "href": "/invitations/apiDoc" },
-            },
-            "_id": "invitations",
-            "name": "Invitations",
-            "apiVersion": super::doc::API_VERSION,
-        }),
+        &ApiRoot {
+            profile: "https://production.api.apiture.com/schemas/common/root/v2.1.0/profile.json",
+            links: BTreeMap::from([
+                ("self", link("/invitations/")),
+                ("apiture:invitations", link(COLLECTION)),
+                ("apiture:verifications", link("/invitations/verifications")),
+                ("apiture:labels", link("/invitations/labels")),
+                ("apiture:apiDoc", link("/invitations/apiDoc")),
+            ]),
+            id: "invitations",
+            name: "Invitations",
+            api_version: super::doc::API_VERSION,
+        },
     ))
 }
 
@@ -359,7 +374,7 @@ pub async fn get_api_doc(InvCaller(caller): InvCaller) -> Result<Response, ApiEr
 /// Localized labels for the enumerations of this API.
 #[utoipa::path(get, path = "/invitations/labels", operation_id = "getLabels", tag = "API",
     params(("Accept-Language" = Option<String>, Header, description = "The preferred languages, e.g. `es-MX, en;q=0.5`")),
-    responses((status = 200, description = "OK.", body = Object)))]
+    responses((status = 200, description = "OK.", body = LabelGroups)))]
 pub async fn get_labels(
     InvCaller(caller): InvCaller,
     headers: HeaderMap,
@@ -982,7 +997,37 @@ pub async fn verify(
 
 /// The `invitationState` and `invitationType` label groups: the label in `locale`, the other
 /// language as a variant.
-pub fn labels(locale: &str) -> Value {
+/// Label groups for the enumerations of this API (the seed's `labelGroups`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = labelGroups)]
+pub struct LabelGroups {
+    #[serde(rename = "_profile")]
+    pub profile: &'static str,
+    #[serde(rename = "_links")]
+    pub links: BTreeMap<&'static str, Link>,
+    /// Group name (`invitationState`, `invitationType`) to its items by value.
+    pub groups: BTreeMap<&'static str, BTreeMap<&'static str, LabelItem>>,
+}
+
+/// The label of one enumeration value, in the negotiated language, with the other language
+/// under `variants`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = labelItem)]
+pub struct LabelItem {
+    pub label: &'static str,
+    pub description: &'static str,
+    pub variants: BTreeMap<&'static str, SimpleLabel>,
+}
+
+/// A label and description in one language.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = simpleLabel)]
+pub struct SimpleLabel {
+    pub label: &'static str,
+    pub description: &'static str,
+}
+
+pub fn labels(locale: &str) -> LabelGroups {
     type Item = (&'static str, [(&'static str, &'static str); 2]);
     const STATES: [Item; 5] = [
         (
@@ -1067,27 +1112,33 @@ pub fn labels(locale: &str) -> Value {
     } else {
         (0, 1, "es")
     };
-    let group = |items: &[Item]| -> Value {
+    let group = |items: &[Item]| -> BTreeMap<&'static str, LabelItem> {
         items
             .iter()
             .map(|(key, texts)| {
-                (
-                    key.to_string(),
-                    json!({
-                        "label": texts[main].0,
-                        "description": texts[main].1,
-                        "variants": { other_tag: { "label": texts[other].0, "description": texts[other].1 } },
-                    }),
-                )
+                let item = LabelItem {
+                    label: texts[main].0,
+                    description: texts[main].1,
+                    variants: BTreeMap::from([(
+                        other_tag,
+                        SimpleLabel {
+                            label: texts[other].0,
+                            description: texts[other].1,
+                        },
+                    )]),
+                };
+                (*key, item)
             })
-            .collect::<serde_json::Map<_, _>>()
-            .into()
+            .collect()
     };
-    json!({
-        "_profile": "https://production.api.apiture.com/schemas/common/labelGroups/v1.1.0/profile.json",
-        "_links": { "self": { "href": "/invitations/labels" } },
-        "groups": { "invitationState": group(&STATES), "invitationType": group(&TYPES) },
-    })
+    LabelGroups {
+        profile: "https://production.api.apiture.com/schemas/common/labelGroups/v1.1.0/profile.json",
+        links: BTreeMap::from([("self", link("/invitations/labels"))]),
+        groups: BTreeMap::from([
+            ("invitationState", group(&STATES)),
+            ("invitationType", group(&TYPES)),
+        ]),
+    }
 }
 
 #[cfg(test)]
