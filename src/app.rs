@@ -11,6 +11,7 @@ use crate::store::connections::SqlConnections;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub struct Application {
@@ -22,6 +23,8 @@ pub struct Application {
     invitations: Arc<crate::http::invitations::InvitationsContext>,
     /// The audience sync engine, started by `run_until` (None when `sync.enabled` is false).
     sync_engine: Option<Arc<crate::sync::SyncEngine>>,
+    /// How long a client may take to send a request head (`http.header_read_timeout_secs`).
+    header_read_timeout: Duration,
 }
 
 /// Installs the process-wide TLS crypto provider used by outgoing HTTPS (OIDC, providers).
@@ -70,6 +73,7 @@ impl Application {
         } else {
             None
         };
+        let header_read_timeout = Duration::from_secs(config.http.header_read_timeout_secs);
         let state = AppState {
             sync,
             limiter: Arc::new(RateLimiter::new(
@@ -91,7 +95,14 @@ impl Application {
             address,
             invitations,
             sync_engine,
+            header_read_timeout,
         })
+    }
+
+    /// The service's router, for driving requests in-process (tests). It shares this
+    /// application's state; requests through it need no listener.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
     }
 
     /// Wakes the email delivery worker (for code outside request handlers that enqueues email).
@@ -115,13 +126,13 @@ impl Application {
         let engine = self
             .sync_engine
             .map(|engine| tokio::spawn(engine.run(stopped)));
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+        crate::http::serve::serve(
+            self.listener,
+            self.router,
+            self.header_read_timeout,
+            shutdown,
+        )
+        .await;
         // Let work in flight (sync runs, a sweep) record its outcome before the pool closes.
         let _ = stop.send(true);
         if let Some(engine) = engine {
@@ -129,7 +140,6 @@ impl Application {
         }
         let _ = sweeper.await;
         mail.stop().await;
-        served?;
         self.db.close().await;
         Ok(())
     }

@@ -146,6 +146,11 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// A request that takes longer is answered 503 and abandoned.
     pub request_timeout_secs: u64,
+    /// A client that has not sent a request's complete head (request line and headers) this
+    /// long after starting it, or after its previous request, is disconnected without an answer.
+    pub header_read_timeout_secs: u64,
+    /// A request body that has not fully arrived this long after its head is answered 408.
+    pub body_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -217,6 +222,8 @@ impl Default for HttpConfig {
         Self {
             body_limit_bytes: 64 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
         }
     }
 }
@@ -413,6 +420,8 @@ pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
     ("rate_limit.burst", ValueKind::Integer),
     ("http.body_limit_bytes", ValueKind::Integer),
     ("http.request_timeout_secs", ValueKind::Integer),
+    ("http.header_read_timeout_secs", ValueKind::Integer),
+    ("http.body_read_timeout_secs", ValueKind::Integer),
     (
         "institution.enabled_features.customerAudienceConnections",
         ValueKind::Bool,
@@ -518,6 +527,21 @@ impl Config {
         }
         if self.rate_limit.per_second < 0.0 {
             bail!("rate_limit.per_second must not be negative");
+        }
+        for (name, secs) in [
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            (
+                "http.body_read_timeout_secs",
+                self.http.body_read_timeout_secs,
+            ),
+        ] {
+            if secs == 0 {
+                bail!("{name} must be at least 1");
+            }
         }
         if let Some(url) = &self.database.url
             && !(url.starts_with("sqlite:")
@@ -842,6 +866,29 @@ mod tests {
         let c = Config::load(None, env(&[("TANDEM_INVITATIONS_RESEND_LIMIT", "7")])).unwrap();
         assert_eq!(c.invitations.resend_limit, 7);
         assert_eq!(c.invitations.expiry_days, 30);
+    }
+
+    #[test]
+    fn http_timeouts_have_defaults_overrides_and_a_floor() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.http.header_read_timeout_secs, 10);
+        assert_eq!(c.http.body_read_timeout_secs, 10);
+        let c = Config::load(
+            None,
+            env(&[
+                ("TANDEM_HTTP_HEADER_READ_TIMEOUT_SECS", "3"),
+                ("TANDEM_HTTP_BODY_READ_TIMEOUT_SECS", "4"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.header_read_timeout_secs, 3);
+        assert_eq!(c.http.body_read_timeout_secs, 4);
+        let err =
+            Config::load(None, env(&[("TANDEM_HTTP_HEADER_READ_TIMEOUT_SECS", "0")])).unwrap_err();
+        assert!(
+            err.to_string().contains("http.header_read_timeout_secs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -487,11 +487,167 @@ mod tests {
         format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
     }
 
+    #[test]
+    fn nesting_stops_at_the_limit_for_every_combinator() {
+        for (open, close) in [("not(", ")"), ("and(", ")"), ("or(", ",eq(state,sent))")] {
+            let nested =
+                |levels: usize| open.repeat(levels) + "eq(state,sent)" + &close.repeat(levels);
+            assert!(
+                parse_filter(&nested(MAX_DEPTH), FIELDS).is_ok(),
+                "{open} x {MAX_DEPTH}"
+            );
+            let err = parse_filter(&nested(MAX_DEPTH + 1), FIELDS).unwrap_err();
+            assert!(err.message.contains("nest"), "{open}: {err}");
+        }
+        // As deep as the length limit allows: refused at the depth limit, long before the
+        // stack could be at risk (the parser recurses once per level).
+        let levels = MAX_LEN / "not(".len();
+        let text = "not(".repeat(levels);
+        assert_eq!(text.len(), MAX_LEN);
+        let err = parse_filter(&text, FIELDS).unwrap_err();
+        assert_eq!(err.position, MAX_DEPTH * 4 + 5, "{err}");
+        // Unbalanced openings alone, and a flood of closers, are syntax errors.
+        assert!(parse_filter(&"(".repeat(MAX_LEN), FIELDS).is_err());
+        assert!(parse_filter(&")".repeat(MAX_LEN), FIELDS).is_err());
+        assert!(parse_sort(&",".repeat(MAX_LEN), FIELDS).is_err());
+    }
+
+    /// Characters that make up filters, so that generated text gets past the first token.
+    fn filterish_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("and(".to_owned()),
+                Just("or(".to_owned()),
+                Just("not(".to_owned()),
+                Just("eq(".to_owned()),
+                Just("in(".to_owned()),
+                Just("contains(".to_owned()),
+                Just("state".to_owned()),
+                Just("emailAddress".to_owned()),
+                Just(",".to_owned()),
+                Just(")".to_owned()),
+                Just("|".to_owned()),
+                Just("\"".to_owned()),
+                Just("\\".to_owned()),
+                Just(" ".to_owned()),
+                "\\PC{1,3}",
+            ],
+            0..40,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    /// A field of `FIELDS` and a comparison it allows.
+    fn condition() -> impl Strategy<Value = Filter> {
+        let value = prop_oneof!["[a-zA-Z0-9@._-]{1,10}", "\\PC{0,10}"];
+        (0..FIELDS.len(), proptest::collection::vec(value, 1..4)).prop_flat_map(
+            |(field, values)| {
+                let spec = FIELDS[field];
+                (0..spec.ops.len()).prop_map(move |op| {
+                    let op = spec.ops[op];
+                    let values = if op == Op::In {
+                        values.clone()
+                    } else {
+                        values[..1].to_vec()
+                    };
+                    Filter::Condition(Condition {
+                        op,
+                        column: spec.column,
+                        values,
+                    })
+                })
+            },
+        )
+    }
+
+    fn filter_tree() -> impl Strategy<Value = Filter> {
+        condition().prop_recursive(6, 40, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 1..4).prop_map(Filter::And),
+                proptest::collection::vec(inner.clone(), 1..4).prop_map(Filter::Or),
+                inner.prop_map(|f| Filter::Not(Box::new(f))),
+            ]
+        })
+    }
+
+    /// Writes a filter back as text; `space` goes around every token.
+    fn render(filter: &Filter, space: &str) -> String {
+        let call = |name: &str, args: Vec<String>| {
+            format!(
+                "{name}({space}{}{space})",
+                args.join(&format!("{space},{space}"))
+            )
+        };
+        match filter {
+            Filter::And(parts) => call("and", parts.iter().map(|p| render(p, space)).collect()),
+            Filter::Or(parts) => call("or", parts.iter().map(|p| render(p, space)).collect()),
+            Filter::Not(inner) => call("not", vec![render(inner, space)]),
+            Filter::Condition(c) => {
+                let field = FIELDS.iter().find(|f| f.column == c.column).unwrap().name;
+                let values: Vec<String> = c.values.iter().map(|v| quote(v)).collect();
+                call(c.op.name(), vec![field.to_owned(), values.join("|")])
+            }
+        }
+    }
+
+    fn depth(filter: &Filter) -> usize {
+        match filter {
+            Filter::And(parts) | Filter::Or(parts) => {
+                1 + parts.iter().map(depth).max().unwrap_or(0)
+            }
+            Filter::Not(inner) => 1 + depth(inner),
+            Filter::Condition(_) => 0,
+        }
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
         #[test]
         fn never_panics(text in "\\PC{0,200}") {
             let _ = parse_filter(&text, FIELDS);
             let _ = parse_sort(&text, FIELDS);
+        }
+
+        #[test]
+        fn error_positions_are_within_the_input(text in prop_oneof![filterish_text(), "\\PC{0,80}"]) {
+            let chars = text.chars().count();
+            if let Err(err) = parse_filter(&text, FIELDS) {
+                // One past the last character means "the text ended here".
+                prop_assert!((1..=chars + 1).contains(&err.position), "{text:?}: {err}");
+                prop_assert!(!err.message.is_empty());
+            }
+            if let Err(err) = parse_sort(&text, FIELDS) {
+                prop_assert!((1..=chars + 1).contains(&err.position), "{text:?}: {err}");
+            }
+        }
+
+        #[test]
+        fn generated_filters_round_trip(filter in filter_tree(), space in "[ \t]{0,2}") {
+            prop_assume!(depth(&filter) <= MAX_DEPTH);
+            let text = render(&filter, &space);
+            prop_assert_eq!(parse_filter(&text, FIELDS).unwrap(), filter, "{}", text);
+        }
+
+        #[test]
+        fn generated_sort_keys_round_trip(
+            keys in proptest::sample::subsequence(vec![("state", "state"), ("type", "invitation_type")], 1..=2)
+                .prop_shuffle(),
+            signs in proptest::collection::vec(prop_oneof![Just(""), Just("-"), Just("+")], 2),
+            space in "[ ]{0,2}",
+        ) {
+            let text = keys
+                .iter()
+                .zip(&signs)
+                .map(|((name, _), sign)| format!("{space}{sign}{name}{space}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let expected: Vec<SortKey> = keys
+                .iter()
+                .zip(&signs)
+                .map(|((_, column), sign)| SortKey { column, descending: *sign == "-" })
+                .collect();
+            prop_assert_eq!(parse_sort(&text, FIELDS).unwrap(), expected, "{}", text);
         }
 
         #[test]

@@ -5,21 +5,21 @@ use super::error::ApiError;
 use crate::auth::{AuthError, Caller};
 use crate::domain::etag::Condition;
 use crate::domain::ids::ResourceId;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use tower_http::timeout::TimeoutError;
 
 /// Authenticates the API key and bearer token, then applies the client's rate limit.
 pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let header_text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let api_key = header_text(parts, "API-Key")?;
+    let authorization = header_text(parts, header::AUTHORIZATION.as_str())?;
     let caller = state
         .auth
-        .authenticate(
-            header_text("api-key"),
-            header_text(header::AUTHORIZATION.as_str()),
-        )
+        .authenticate(api_key, authorization)
         .await
         .map_err(|err| match err {
             AuthError::InvalidToken(reason) => {
@@ -33,6 +33,19 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, Api
         .check(&format!("{}/{}", caller.client, caller.subject))
         .map_err(ApiError::too_many_requests)?;
     Ok(caller)
+}
+
+/// An optional header's text. A value with bytes outside visible ASCII is malformed (400):
+/// no API key, token or entity tag contains any, so it is not a credential that is merely wrong.
+fn header_text<'a>(parts: &'a Parts, name: &str) -> Result<Option<&'a str>, ApiError> {
+    parts
+        .headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request(format!("The {name} header is not valid text")))
+        })
+        .transpose()
 }
 
 /// A staff caller of the admin API, with the institution's feature switch on.
@@ -71,15 +84,8 @@ pub fn path_id(name: &str, value: &str) -> Result<ResourceId, ApiError> {
 }
 
 fn condition(parts: &Parts, name: &'static str) -> Result<Option<Condition>, ApiError> {
-    parts
-        .headers
-        .get(name)
-        .map(|v| {
-            let text = v
-                .to_str()
-                .map_err(|_| ApiError::bad_request(format!("{name} is not valid text")))?;
-            Condition::parse(name, text).map_err(ApiError::invalid)
-        })
+    header_text(parts, name)?
+        .map(|text| Condition::parse(name, text).map_err(ApiError::invalid))
         .transpose()
 }
 
@@ -126,15 +132,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         if !is_json {
             return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
-            } else {
-                ApiError::bad_request("The request body could not be read")
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_read_error(&rejection))?;
         parse_json(&bytes).map(Self)
     }
+}
+
+/// The answer when a request body could not be read: 413 past the body limit, 408 when it did
+/// not arrive before the body deadline, else 400 (the client broke the framing or went away).
+pub fn body_read_error(rejection: &BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let mut source = std::error::Error::source(rejection);
+    while let Some(err) = source {
+        if err.is::<TimeoutError>() {
+            return ApiError::from_status(StatusCode::REQUEST_TIMEOUT);
+        }
+        source = err.source();
+    }
+    ApiError::bad_request("The request body could not be read")
 }
 
 /// Parses JSON into `T`, naming the offending field on failure.

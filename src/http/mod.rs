@@ -6,6 +6,7 @@ pub mod extract;
 pub mod invitations;
 pub mod openapi;
 pub mod rate_limit;
+pub mod serve;
 pub mod sync_runs;
 
 use crate::auth::Authenticator;
@@ -25,7 +26,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
+use tower_http::timeout::{RequestBodyDeadlineLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
@@ -85,6 +86,10 @@ pub fn router(state: AppState) -> Router {
             ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
         }))
         .layer(RequestBodyLimitLayer::new(config.http.body_limit_bytes))
+        // A body that stalls fails to read at the deadline; `JsonBody` answers that with 408.
+        .layer(RequestBodyDeadlineLayer::new(Duration::from_secs(
+            config.http.body_read_timeout_secs,
+        )))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(config.http.request_timeout_secs),

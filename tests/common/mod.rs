@@ -48,6 +48,8 @@ pub struct TestApp {
     pub client: Client,
     pub config: Config,
     pub db: tandem::store::Db,
+    /// The running service's router, to drive requests in-process (`tower::ServiceExt`).
+    pub router: axum::Router,
     data_dir: PathBuf,
     pg_database: Option<String>,
 }
@@ -89,12 +91,14 @@ impl TestApp {
             .expect("the service starts");
         let base = format!("http://{}", app.address);
         let db = app.db.clone();
+        let router = app.router();
         tokio::spawn(app.run_until(std::future::pending()));
         Self {
             base,
             client: tandem::app::http_client().expect("an HTTP client"),
             config,
             db,
+            router,
             data_dir,
             pg_database,
         }
