@@ -39,6 +39,10 @@ pub async fn serve(
             accepted = Listener::accept(&mut listener) => accepted,
             () = &mut shutdown => break,
         };
+        // Answers are written whole; don't let Nagle hold back the last segment of one.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %err, "could not set TCP_NODELAY");
+        }
         let service = router
             .clone()
             .map_request(move |mut req: Request<Incoming>| {
