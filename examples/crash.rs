@@ -79,6 +79,11 @@ struct Args {
     /// Keep the data directory (and PostgreSQL database) even when nothing was lost.
     #[arg(long)]
     keep: bool,
+    /// Check the checker: before verifying, roll one acknowledged invitation back behind the
+    /// service's back and delete one of its outbox messages; the run then passes only if both
+    /// are reported lost.
+    #[arg(long)]
+    sabotage: bool,
 }
 
 fn main() -> ExitCode {
@@ -698,7 +703,8 @@ async fn drive(
     // The first start-up is killed early, possibly in the middle of migrating the new
     // database or generating the dev keys: the next start must recover from that.
     server.start()?;
-    tokio::time::sleep(Duration::from_millis(rand::random_range(0..120))).await;
+    let first_kill = Duration::from_millis(rand::random_range(0..120));
+    tokio::time::sleep(first_kill).await;
     server.kill().await?;
 
     // Seeding (entitlements through the CLI, audiences through the store) opens and migrates
@@ -784,6 +790,9 @@ async fn drive(
     let driving = started.elapsed();
 
     let ledger = std::mem::take(&mut *driver.ledger.lock().expect("ledger lock"));
+    if args.sabotage {
+        sabotage(&db, &ledger).await?;
+    }
     let writes = verify_writes(&driver, &ledger).await?;
     let outbox = verify_outbox(&db, &ledger, data_dir).await?;
     let mail_queue = tandem(binary, &[&["mail-queue"], &common[..]].concat(), None).await?;
@@ -791,18 +800,19 @@ async fn drive(
     let stopped = server.terminate().await?;
 
     let lost = writes.lost.len() as u64;
-    let ok = lost == 0
-        && outbox.lost == 0
-        && outbox.undelivered == 0
-        && outbox.mismatched.is_empty()
-        && ledger.unexpected.is_empty()
-        && stopped.success();
+    let clean = outbox.undelivered == 0 && ledger.unexpected.is_empty() && stopped.success();
+    let ok = if args.sabotage {
+        clean && lost > 0 && outbox.lost > 0 && !outbox.mismatched.is_empty()
+    } else {
+        clean && lost == 0 && outbox.lost == 0 && outbox.mismatched.is_empty()
+    };
     print_summary(&Summary {
         backend: match args.backend {
             BackendArg::Sqlite => "sqlite",
             BackendArg::Postgres => "postgres",
         },
         kills: args.kills,
+        first_kill,
         driving,
         restart_times: &restart_times,
         ledger: &ledger,
@@ -810,9 +820,40 @@ async fn drive(
         outbox: &outbox,
         mail_queue: mail_queue.lines().next().unwrap_or(""),
         stopped,
+        sabotage: args.sabotage,
         ok,
     });
     Ok(ok)
+}
+
+/// Damages the data the way a durability bug would: the invitation with the most acknowledged
+/// emails loses its revision history and one of its queued messages.
+async fn sabotage(db: &Db, ledger: &Ledger) -> anyhow::Result<()> {
+    let mut sends: HashMap<&str, u64> = HashMap::new();
+    for ack in ledger.acks.iter().filter(|a| a.kind.sends_email()) {
+        *sends.entry(ack.id.as_str()).or_default() += 1;
+    }
+    let (victim, _) = sends
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .context("no acknowledged invitation to sabotage")?;
+    sqlx::query("UPDATE invitations SET revision = 0 WHERE id = $1")
+        .bind(victim)
+        .execute(&db.write)
+        .await
+        .context("sabotaging an invitation")?;
+    let rows = outbox_rows(db).await?;
+    let (message, _, _) = rows
+        .iter()
+        .find(|(_, invitation, _)| invitation == victim)
+        .context("the sabotaged invitation has no outbox message")?;
+    sqlx::query("DELETE FROM email_outbox WHERE id = $1")
+        .bind(message)
+        .execute(&db.write)
+        .await
+        .context("sabotaging the outbox")?;
+    println!("sabotaged invitation {victim} and its outbox message {message}");
+    Ok(())
 }
 
 // ---- Verification --------------------------------------------------------------------------
@@ -1018,6 +1059,7 @@ async fn verify_outbox(db: &Db, ledger: &Ledger, data_dir: &Path) -> anyhow::Res
 struct Summary<'a> {
     backend: &'a str,
     kills: u32,
+    first_kill: Duration,
     driving: Duration,
     restart_times: &'a [Duration],
     ledger: &'a Ledger,
@@ -1025,6 +1067,7 @@ struct Summary<'a> {
     outbox: &'a OutboxCheck,
     mail_queue: &'a str,
     stopped: std::process::ExitStatus,
+    sabotage: bool,
     ok: bool,
 }
 
@@ -1037,7 +1080,11 @@ fn print_summary(s: &Summary) {
     let slowest = s.restart_times.iter().max().copied().unwrap_or_default();
     println!("crash-safety summary ({} backend)", s.backend);
     println!("  {:<34} {:>8}", "kills (SIGKILL, while serving)", s.kills);
-    println!("  {:<34} {:>8}", "kills during first start-up", 1);
+    println!(
+        "  {:<34} {:>6}ms",
+        "first start-up killed after",
+        s.first_kill.as_millis()
+    );
     println!("  {:<34} {:>7.1}s", "driving time", s.driving.as_secs_f64());
     println!(
         "  {:<34} {:>6}ms",
@@ -1114,5 +1161,11 @@ fn print_summary(s: &Summary) {
     for line in s.ledger.unexpected.iter().take(20) {
         println!("  UNEXPECTED: {line}");
     }
-    println!("  result: {}", if s.ok { "PASS" } else { "FAIL" });
+    let result = match (s.ok, s.sabotage) {
+        (true, false) => "PASS",
+        (false, false) => "FAIL",
+        (true, true) => "PASS (the sabotaged invitation and message were reported lost)",
+        (false, true) => "FAIL (the checker missed the sabotage)",
+    };
+    println!("  result: {result}");
 }
