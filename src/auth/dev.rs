@@ -84,6 +84,9 @@ fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// Reads the file, or generates its value on first use. Readers never see a partial value: it
+/// is written aside and put in place whole (see `write_private_once`), and when two processes
+/// generate at once (`tandem serve` and `tandem dev-credentials`) both use the one that won.
 pub(crate) fn read_or_generate(
     path: &Path,
     generate: impl FnOnce() -> String,
@@ -92,16 +95,29 @@ pub(crate) fn read_or_generate(
         Ok(text) => Ok(text),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let value = generate();
-            write_private(path, &value)?;
-            Ok(value)
+            if write_private_once(path, &value)? {
+                Ok(value)
+            } else {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            }
         }
         Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
     }
 }
 
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Writes a file only its owner can read, unless it already exists (then returns false).
+///
+/// The contents go to a temporary file beside it, reach the disk, and are then hard-linked to
+/// `path`, which fails if `path` exists. A kill at any moment leaves either no file or the
+/// complete one (plus perhaps a stray temporary file), never an empty or truncated key that
+/// would keep the service from starting, or a key lost after data was sealed with it.
+fn write_private_once(path: &Path, contents: &str) -> anyhow::Result<bool> {
     use std::io::Write;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?
+        .to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -109,12 +125,32 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let written = options
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()
+        })
+        .with_context(|| format!("writing {}", temporary.display()));
+    let linked = written.and_then(|()| {
+        std::fs::hard_link(&temporary, path)
+            .map(|()| true)
+            .or_else(|err| match err.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(false),
+                _ => Err(err),
+            })
+            .with_context(|| format!("creating {}", path.display()))
+    });
+    let _ = std::fs::remove_file(&temporary);
+    let created = linked?;
+    #[cfg(unix)]
+    if created && let Some(dir) = path.parent() {
+        // The new directory entry must reach the disk too, or a power cut could lose the key.
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(created)
 }
 
 #[cfg(test)]
@@ -154,6 +190,40 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// `tandem serve` and `tandem dev-credentials` may both generate on first use, and a
+    /// process may be killed while writing: every reader must get the one complete value.
+    #[test]
+    fn concurrent_first_uses_agree_on_one_complete_value() {
+        let dir = std::env::temp_dir().join(format!("tandem-dev-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for round in 0..20 {
+            let path = dir.join(format!("key-{round}"));
+            let values: Vec<String> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|writer| {
+                        let path = &path;
+                        scope.spawn(move || {
+                            read_or_generate(path, || format!("{writer}{}", "k".repeat(64 * 1024)))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap())
+                    .collect()
+            });
+            assert_eq!(values[0].len(), 1 + 64 * 1024, "a complete value");
+            assert!(values.iter().all(|v| *v == values[0]), "one value for all");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), values[0]);
+        }
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 20, "no temporary files left behind: {names:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
