@@ -581,7 +581,8 @@ fn page_response(
     if start > 0 {
         links.insert("prev", link(page_href(raw, (start - limit).max(0), limit)));
     }
-    if start + limit < count {
+    // `start` may be anything up to i64::MAX: a page past the end is empty, not an overflow.
+    if start.saturating_add(limit) < count {
         links.insert("next", link(page_href(raw, start + limit, limit)));
     }
     if count > 0 {
