@@ -452,12 +452,16 @@ pub async fn list(
         ));
     }
     let mut states = alternatives("state", params.state.as_deref(), InvitationState::parse)?;
+    let mut nothing_pending = false;
     if params.pending_invitations == Some(true) {
         // Pending: accepted, awaiting completion; combined with `state` by an implicit and.
+        // Any other `state` leaves nothing to find; the page is empty once the rest of the
+        // request has been checked like any other.
         if states.is_empty() || states.contains(&InvitationState::Accepted) {
             states = vec![InvitationState::Accepted];
         } else {
-            return empty_page(start, limit, raw.as_deref());
+            states.clear();
+            nothing_pending = true;
         }
     }
     let held = if caller.admin {
@@ -514,6 +518,9 @@ pub async fn list(
         start,
         limit,
     };
+    if nothing_pending {
+        return empty_page(start, limit, raw.as_deref());
+    }
     let (items, count) = ctx.repo.list(&query).await?;
     let mut bodies = Vec::with_capacity(items.len());
     for inv in &items {
