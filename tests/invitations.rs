@@ -710,6 +710,70 @@ async fn list_pages_with_count_and_hal_links(backend: Backend) {
     }
 }
 
+async fn list_answers_an_empty_page_for_the_largest_start(backend: Backend) {
+    let app = spawn(backend).await;
+    create(&app, "invitee@example.com").await;
+    let res = app
+        .with(
+            &app.customer(ALICE),
+            Method::GET,
+            &format!("{COLLECTION}?start={}&limit=1", i64::MAX),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page = json(res).await;
+    assert_eq!(page["count"], 1);
+    assert_eq!(page["start"], i64::MAX);
+    assert_eq!(page["_embedded"]["items"], json!([]));
+    assert!(page["_links"].get("next").is_none());
+    assert_eq!(
+        page["_links"]["last"]["href"],
+        "/invitations/invitations?start=0&limit=1"
+    );
+}
+
+async fn list_checks_every_parameter_even_when_nothing_can_be_pending(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = app.customer(ALICE);
+    // `state=sent` with `pendingInvitations=true` selects nothing, but a bad parameter beside
+    // them is still a 400 naming it.
+    for (bad, field) in [
+        ("type=cousin", "type"),
+        ("organizationUri=a%7C", "organizationUri"),
+        ("emailAddress=nobody", "emailAddress"),
+        ("filter=eq(", "filter"),
+    ] {
+        let res = app
+            .with(
+                &alice,
+                Method::GET,
+                &format!("{COLLECTION}?state=sent&pendingInvitations=true&{bad}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(
+            json(res).await["_error"]["attributes"]["field"],
+            field,
+            "{bad}"
+        );
+    }
+    let res = app
+        .with(
+            &alice,
+            Method::GET,
+            &format!("{COLLECTION}?state=sent&pendingInvitations=true"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["count"], 0);
+}
+
 async fn list_filters_sorts_and_searches(backend: Backend) {
     let app = spawn(backend).await;
     let alice = app.customer(ALICE);
@@ -1648,6 +1712,8 @@ on_both_backends!(
     get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners,
     another_customer_can_neither_read_change_nor_act_on_an_invitation,
     list_pages_with_count_and_hal_links,
+    list_answers_an_empty_page_for_the_largest_start,
+    list_checks_every_parameter_even_when_nothing_can_be_pending,
     list_filters_sorts_and_searches,
     revoke_is_idempotent_honours_if_match_and_refuses_other_states,
     resend_queues_a_new_email_up_to_the_limit,

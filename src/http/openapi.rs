@@ -3,11 +3,13 @@
 use super::admin;
 use super::error::ProblemBody;
 use super::sync_runs;
-use utoipa::openapi::path::Operation;
+use serde_json::{Value, json};
+use utoipa::openapi::path::{Operation, Parameter, ParameterStyle};
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, OpenIdConnect, SecurityRequirement, SecurityScheme,
 };
-use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -107,6 +109,118 @@ pub(crate) fn operations(doc: &mut OpenApiDoc) -> impl Iterator<Item = &mut Oper
     })
 }
 
+// ---- Constraints the derive macros cannot state ----------------------------------------
+//
+// The documents must describe exactly what the handlers accept, so that a client (or a
+// generator such as schemathesis) can tell a valid request from an invalid one. The patterns
+// below are ECMA-262 regular expressions, written so that Python's `re` reads them the same.
+
+/// Characters `domain::check_text` refuses: the Unicode `Cc` category except tab.
+pub(crate) const CONTROL_CHARS: &str = r"\u0000-\u0008\u000a-\u001f\u007f-\u009f";
+/// The characters Rust's `char::is_whitespace` (and so `str::trim`) treats as white space.
+pub(crate) const WHITE_SPACE: &str =
+    r"\t\n\u000b\u000c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// Text without control characters (tab allowed), as `domain::check_text` requires.
+pub(crate) fn text_pattern() -> String {
+    format!("^[^{CONTROL_CHARS}]*$")
+}
+
+/// An `If-Match` / `If-None-Match` value as `domain::etag::Condition::parse` accepts it: `*`,
+/// or a comma-separated list of `"tag"`, `W/"tag"` or a bare tag, tags being printable ASCII
+/// without quotes, commas or spaces (a bare tag cannot start with `W/`).
+pub(crate) const ENTITY_TAG_PATTERN: &str = concat!(
+    r#"^ *(\*|W/"[!#-+\--~]+"|"[!#-+\--~]+"|[!#-+\--VX-~][!#-+\--~]*|W([!#-+\--.0-~][!#-+\--~]*)?) *"#,
+    r#"(, *(\*|W/"[!#-+\--~]+"|"[!#-+\--~]+"|[!#-+\--VX-~][!#-+\--~]*|W([!#-+\--.0-~][!#-+\--~]*)?) *)*$"#
+);
+
+/// The seeds' resource id (`domain::ids::ResourceId`).
+pub(crate) const RESOURCE_ID_PATTERN: &str = r"^[-_:.~$a-zA-Z0-9]{6,48}$";
+
+/// A schema written as JSON. Panics on a schema utoipa cannot hold, and (in debug builds) on
+/// one it would not write back unchanged, so no keyword is silently dropped.
+pub(crate) fn json_schema(value: Value) -> RefOr<Schema> {
+    let schema: Schema = serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("not a schema utoipa can hold ({e}): {value}"));
+    debug_assert_eq!(
+        serde_json::to_value(&schema).expect("a schema serializes"),
+        value,
+        "utoipa changed the schema"
+    );
+    RefOr::T(schema)
+}
+
+/// The operation with this id; panics when there is none, since the caller names its own.
+pub(crate) fn operation<'a>(doc: &'a mut OpenApiDoc, id: &str) -> &'a mut Operation {
+    operations(doc)
+        .find(|op| op.operation_id.as_deref() == Some(id))
+        .unwrap_or_else(|| panic!("no operation {id}"))
+}
+
+/// A parameter written in place (the documents use no parameter references).
+fn inline(p: &mut RefOr<Parameter>) -> Option<&mut Parameter> {
+    match p {
+        RefOr::T(p) => Some(p),
+        RefOr::Ref(_) => None,
+    }
+}
+
+/// One parameter of one operation.
+pub(crate) fn parameter<'a>(doc: &'a mut OpenApiDoc, op: &str, name: &str) -> &'a mut Parameter {
+    operation(doc, op)
+        .parameters
+        .iter_mut()
+        .flatten()
+        .filter_map(inline)
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("{op} has no parameter {name}"))
+}
+
+/// Replaces a parameter's schema.
+pub(crate) fn set_parameter_schema(doc: &mut OpenApiDoc, op: &str, name: &str, schema: Value) {
+    parameter(doc, op, name).schema = Some(json_schema(schema));
+}
+
+/// Replaces one property's schema in a component object schema.
+pub(crate) fn set_property(doc: &mut OpenApiDoc, component: &str, property: &str, schema: Value) {
+    let components = doc
+        .components
+        .as_mut()
+        .expect("the document has components");
+    match components.schemas.get_mut(component) {
+        Some(RefOr::T(Schema::Object(object))) => {
+            object
+                .properties
+                .insert(property.to_owned(), json_schema(schema));
+        }
+        _ => panic!("no object schema {component}"),
+    }
+}
+
+/// Every `If-Match` and `If-None-Match` parameter gets the entity tag syntax.
+pub(crate) fn constrain_conditional_headers(doc: &mut OpenApiDoc) {
+    for op in operations(doc) {
+        for p in op.parameters.iter_mut().flatten().filter_map(inline) {
+            if p.name == "If-Match" || p.name == "If-None-Match" {
+                p.schema = Some(json_schema(json!({
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 512,
+                    "pattern": ENTITY_TAG_PATTERN,
+                })));
+            }
+        }
+    }
+}
+
+/// A pipe-delimited array query parameter (`?state=active|failed`), as the seeds write it.
+pub(crate) fn pipe_delimited(doc: &mut OpenApiDoc, op: &str, name: &str, items: Value) {
+    let p = parameter(doc, op, name);
+    p.style = Some(ParameterStyle::PipeDelimited);
+    p.explode = Some(false);
+    p.schema = Some(json_schema(items));
+}
+
 /// How one API documents its errors: the statuses each operation answers, and their body.
 pub(crate) struct ErrorResponses {
     pub statuses: &'static [(&'static str, &'static [u16])],
@@ -201,7 +315,60 @@ impl Modify for AdminConventions {
                 .responses
                 .insert("4XX".to_owned(), client_problem.clone().into());
         }
+        constrain_conditional_headers(doc);
+        constrain_admin_inputs(doc);
     }
+}
+
+/// What the admin handlers check beyond the derived schemas.
+fn constrain_admin_inputs(doc: &mut OpenApiDoc) {
+    // The seed's `state` filter: a pipe-delimited array of unique state names.
+    pipe_delimited(
+        doc,
+        "listCustomerAudienceConnections",
+        "state",
+        json!({
+            "type": "array",
+            "items": {"type": "string", "enum": ["active", "inactive", "pending", "failed"]},
+            "maxItems": 4,
+            "minItems": 1,
+            "uniqueItems": true,
+        }),
+    );
+    let text = text_pattern();
+    for (component, property, min, max) in [
+        ("newCustomerAudienceConnectionProvider", "name", 1, 80),
+        (
+            "newCustomerAudienceConnectionProvider",
+            "resourceId",
+            1,
+            256,
+        ),
+        (
+            "newCustomerAudienceConnectionProvider",
+            "connectedResourceId",
+            1,
+            256,
+        ),
+    ] {
+        let mut schema =
+            json!({"type": "string", "minLength": min, "maxLength": max, "pattern": text});
+        if property != "name" {
+            schema["type"] = json!(["string", "null"]);
+        }
+        if property == "connectedResourceId" {
+            // Read-only in the seed; tandem also takes it as a synonym of `resourceId` (400
+            // when the two differ), which clients written from the schema never send.
+            schema["readOnly"] = json!(true);
+        }
+        set_property(doc, component, property, schema);
+    }
+    set_property(
+        doc,
+        "customerAudienceReference",
+        "name",
+        json!({"type": ["string", "null"], "maxLength": 100, "pattern": text}),
+    );
 }
 
 #[cfg(test)]

@@ -467,12 +467,16 @@ pub async fn list(
         ));
     }
     let mut states = alternatives("state", params.state.as_deref(), InvitationState::parse)?;
+    let mut nothing_pending = false;
     if params.pending_invitations == Some(true) {
         // Pending: accepted, awaiting completion; combined with `state` by an implicit and.
+        // Any other `state` leaves nothing to find; the page is empty once the rest of the
+        // request has been checked like any other.
         if states.is_empty() || states.contains(&InvitationState::Accepted) {
             states = vec![InvitationState::Accepted];
         } else {
-            return empty_page(start, limit, raw.as_deref());
+            states.clear();
+            nothing_pending = true;
         }
     }
     let held = if caller.admin {
@@ -529,6 +533,9 @@ pub async fn list(
         start,
         limit,
     };
+    if nothing_pending {
+        return empty_page(start, limit, raw.as_deref());
+    }
     let (items, count) = ctx.repo.list(&query).await?;
     let mut bodies = Vec::with_capacity(items.len());
     for inv in &items {
@@ -596,7 +603,8 @@ fn page_response(
     if start > 0 {
         links.insert("prev", link(page_href(raw, (start - limit).max(0), limit)));
     }
-    if start + limit < count {
+    // `start` may be anything up to i64::MAX: a page past the end is empty, not an overflow.
+    if start.saturating_add(limit) < count {
         links.insert("next", link(page_href(raw, start + limit, limit)));
     }
     if count > 0 {

@@ -2,9 +2,16 @@
 
 use super::api;
 use crate::http::error::HalErrorBody;
-use crate::http::openapi::{ErrorResponses, add_shared_conventions};
+use crate::http::openapi::{
+    CONTROL_CHARS, ErrorResponses, RESOURCE_ID_PATTERN, WHITE_SPACE, add_shared_conventions,
+    constrain_conditional_headers, json_schema, operation, operations, set_parameter_schema,
+    set_property, text_pattern,
+};
+use serde_json::{Value, json};
 use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{AuthorizationCode, Flow, OAuth2, Scopes, SecurityScheme};
+use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 pub const API_VERSION: &str = "0.7.1";
@@ -116,7 +123,207 @@ impl Modify for InvitationConventions {
                 describe: description,
             },
         );
+        hal_media_type(doc);
+        // deleteInvitation honours If-Match (412 is listed) like the other changes.
+        operation(doc, "deleteInvitation")
+            .parameters
+            .get_or_insert_with(Vec::new)
+            .push(
+                ParameterBuilder::new()
+                    .name("If-Match")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .description(Some(
+                        "When passed, must match the current entity tag, else 412",
+                    ))
+                    .build()
+                    .into(),
+            );
+        constrain_conditional_headers(doc);
+        constrain_inputs(doc);
     }
+}
+
+/// Successful answers are HAL (`application/hal+json`), except the OpenAPI document itself.
+fn hal_media_type(doc: &mut OpenApiDoc) {
+    for op in operations(doc) {
+        if op.operation_id.as_deref() == Some("getApiDoc") {
+            continue;
+        }
+        for response in op.responses.responses.values_mut() {
+            if let RefOr::T(response) = response
+                && let Some(content) = response.content.shift_remove("application/json")
+            {
+                response
+                    .content
+                    .insert("application/hal+json".to_owned(), content);
+            }
+        }
+    }
+}
+
+/// The invitation types (`invitationType`).
+const TYPES: [&str; 3] = ["joint", "authorizedSigner", "productPromotion"];
+/// The invitation states (`invitationState`).
+const STATES: [&str; 5] = ["sent", "accepted", "completed", "revoked", "expired"];
+
+/// `a|b|c` alternatives of `item` (a regular expression without anchors).
+fn alternatives(item: &str) -> String {
+    format!("^({item})(\\|({item}))*$")
+}
+
+/// What the handlers and `domain::invitation` check beyond the derived schemas.
+fn constrain_inputs(doc: &mut OpenApiDoc) {
+    let id =
+        json!({"type": "string", "minLength": 6, "maxLength": 48, "pattern": RESOURCE_ID_PATTERN});
+    for op in ["getInvitation", "deleteInvitation", "patchInvitation"] {
+        set_parameter_schema(doc, op, "invitationId", id.clone());
+    }
+    for op in ["revokeInvitation", "sendInvitation", "completeInvitation"] {
+        set_parameter_schema(doc, op, "invitation", id.clone());
+    }
+    set_property(doc, "verification", "invitationId", id);
+
+    // One list value: no white space, control characters or `|` (the separator).
+    let token = format!("[^{CONTROL_CHARS}{WHITE_SPACE}|]");
+    // An email address as `parse_email` accepts it, its parts bounded so that it stays within
+    // the 254 characters `parse_email` allows (a 64-character local part, as RFC 5321 has it).
+    let email = format!(
+        "[^@{CONTROL_CHARS}{WHITE_SPACE}|]{{1,64}}@[^.@{CONTROL_CHARS}{WHITE_SPACE}|][^@{CONTROL_CHARS}{WHITE_SPACE}|]{{0,122}}\\.[^.@{CONTROL_CHARS}{WHITE_SPACE}|]{{1,63}}"
+    );
+    let list = "getInvitations";
+    set_parameter_schema(
+        doc,
+        list,
+        "state",
+        json!({"type": "string", "pattern": alternatives(&STATES.join("|"))}),
+    );
+    set_parameter_schema(
+        doc,
+        list,
+        "type",
+        json!({"type": "string", "pattern": alternatives(&TYPES.join("|"))}),
+    );
+    set_parameter_schema(
+        doc,
+        list,
+        "emailAddress",
+        json!({"type": "string", "pattern": alternatives(&email)}),
+    );
+    for name in ["accountUri", "organizationUri"] {
+        set_parameter_schema(
+            doc,
+            list,
+            name,
+            json!({"type": "string", "pattern": alternatives(&format!("{token}+"))}),
+        );
+    }
+    // Two sort keys at most (a key appears once), each `type` or `state` with an optional sign.
+    let space = format!("[{WHITE_SPACE}]*");
+    let key = |name: &str| format!("{space}[-+]?{name}{space}");
+    set_parameter_schema(
+        doc,
+        list,
+        "sortBy",
+        json!({"type": "string", "pattern": format!(
+            "^({}(,{})?|{}(,{})?)$", key("type"), key("state"), key("state"), key("type")
+        )}),
+    );
+    set_parameter_schema(
+        doc,
+        list,
+        "filter",
+        json!({"type": "string", "format": "invitation-filter", "maxLength": 4096}),
+    );
+    set_parameter_schema(
+        doc,
+        list,
+        "q",
+        json!({"type": "string", "maxLength": 200, "pattern": text_pattern()}),
+    );
+
+    constrain_create(doc);
+    let secret = secret_schema();
+    set_property(doc, "invitationPatch", "sharedSecret", secret);
+}
+
+/// 8 to 256 characters without control characters, at least 8 of them besides leading and
+/// trailing white space (`domain::invitation::SharedSecret`).
+fn secret_schema() -> Value {
+    // White space `str::trim` removes that is not a control character (those are refused).
+    let space = r"[\t \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+    let visible = format!("[^{CONTROL_CHARS}{WHITE_SPACE}]");
+    json!({
+        "type": "string",
+        "minLength": 8,
+        "maxLength": 256,
+        "pattern": format!("^{space}*{visible}[^{CONTROL_CHARS}]{{6,}}{visible}{space}*$"),
+    })
+}
+
+/// `createInvitation`: one variant per type, since the type decides which of `accountUri`,
+/// `organizationUri` and `role` are required or allowed.
+fn constrain_create(doc: &mut OpenApiDoc) {
+    let components = doc
+        .components
+        .as_mut()
+        .expect("the document has components");
+    let Some(RefOr::T(base)) = components.schemas.get("createInvitation") else {
+        panic!("no createInvitation schema");
+    };
+    let mut base = serde_json::to_value(base).expect("a schema serializes");
+    let text = text_pattern();
+    let uri = format!("^[^{CONTROL_CHARS}{WHITE_SPACE}]+$");
+    let properties = &mut base["properties"];
+    properties["sharedSecret"] = secret_schema();
+    properties["emailAddress"] = json!({
+        "type": "string",
+        "minLength": 3,
+        "maxLength": 254,
+        "pattern": format!(
+            "^[^@{CONTROL_CHARS}{WHITE_SPACE}]+@[^.@{CONTROL_CHARS}{WHITE_SPACE}]([^@{CONTROL_CHARS}{WHITE_SPACE}]*\\.)+[^.@{CONTROL_CHARS}{WHITE_SPACE}]+$"
+        ),
+    });
+    properties["inviterFullName"] =
+        json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": text});
+    for name in ["firstName", "lastName"] {
+        properties[name] =
+            json!({"type": ["string", "null"], "minLength": 1, "maxLength": 100, "pattern": text});
+    }
+    for name in ["accountUri", "organizationUri"] {
+        properties[name] =
+            json!({"type": ["string", "null"], "minLength": 1, "maxLength": 2048, "pattern": uri});
+    }
+    let variant = |kind: &str, required: Option<&str>, role: bool| {
+        let mut v = base.clone();
+        v["properties"]["type"] = json!({"type": "string", "enum": [kind]});
+        if let Some(field) = required {
+            v["properties"][field] =
+                json!({"type": "string", "minLength": 1, "maxLength": 2048, "pattern": uri});
+            v["required"]
+                .as_array_mut()
+                .expect("required is a list")
+                .push(json!(field));
+        }
+        v["properties"]["role"] = if role {
+            json!({"type": ["string", "null"], "minLength": 1, "maxLength": 100, "pattern": text})
+        } else {
+            json!({"type": "null"})
+        };
+        v.as_object_mut().expect("an object").remove("description");
+        v
+    };
+    let schema = json!({
+        "oneOf": [
+            variant("joint", Some("accountUri"), false),
+            variant("authorizedSigner", Some("organizationUri"), true),
+            variant("productPromotion", None, false),
+        ],
+        "description": base["description"].clone(),
+    });
+    components
+        .schemas
+        .insert("createInvitation".to_owned(), json_schema(schema));
 }
 
 #[cfg(test)]

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Conformance of the running service to its own OpenAPI documents, with schemathesis.
+#
+# Builds tandem, starts it in dev mode on a free port with a fresh data directory, seeds an
+# audience and entitlements so that operations can succeed, and runs `schemathesis run` with
+# every check (`--checks all`) and every phase against /bankingAdmin/apiDoc and
+# /invitations/apiDoc. Prints schemathesis's output; exits non-zero if either run fails.
+#
+# Environment:
+#   TANDEM_CONFORMANCE_PROFILE   release (default) or dev (reuses the debug build of cargo test)
+#   TANDEM_CONFORMANCE_EXAMPLES  test cases per operation and phase (default 100; CI uses fewer)
+#   TANDEM_CONFORMANCE_SEED      schemathesis seed, to replay a run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+schemathesis_version=4.32.5
+profile="${TANDEM_CONFORMANCE_PROFILE:-release}"
+examples="${TANDEM_CONFORMANCE_EXAMPLES:-100}"
+
+# schemathesis, pinned: the installed one if it is this version, else a venv under target/.
+schemathesis=schemathesis
+if ! command -v schemathesis >/dev/null ||
+  [ "$(schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$schemathesis_version" ]; then
+  venv=target/conformance-venv
+  if [ ! -x "$venv/bin/schemathesis" ] ||
+    [ "$("$venv/bin/schemathesis" --version | awk '{print $NF}')" != "$schemathesis_version" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "schemathesis==$schemathesis_version"
+  fi
+  schemathesis="$venv/bin/schemathesis"
+fi
+
+case "$profile" in
+  release) cargo build --locked --release --bin tandem; tandem=target/release/tandem ;;
+  dev) cargo build --locked --bin tandem; tandem=target/debug/tandem ;;
+  *) echo "TANDEM_CONFORMANCE_PROFILE must be release or dev, not $profile" >&2; exit 2 ;;
+esac
+
+data="$(mktemp -d)"
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+# The customer who invites, the account and organization they hold, and an audience.
+customer=customer-0001
+printf '%s\n' "$customer" customer-0002 customer-0003 |
+  "$tandem" audiences import --data-dir "$data" --id audience-0001 --name "Conformance audience" -
+cat >"$data/entitlements.csv" <<CSV
+customerId,resourceUri,role,jointOwnersDisabled
+$customer,https://api.example.com/accounts/accounts/acct-0001,owner,false
+$customer,https://api.example.com/organizations/organizations/org-0001,owner,false
+CSV
+"$tandem" entitlements import --data-dir "$data" "$data/entitlements.csv"
+
+credential() { # the bearer token from `tandem dev-credentials "$@"`
+  "$tandem" dev-credentials --data-dir "$data" "$@" | sed -n 's/^Authorization: Bearer //p'
+}
+TANDEM_CONFORMANCE_API_KEY="$("$tandem" dev-credentials --data-dir "$data" | sed -n 's/^API-Key: //p')"
+TANDEM_CONFORMANCE_STAFF_TOKEN="$(credential --admin)"
+customer_token="$(credential --sub "$customer")"
+export TANDEM_CONFORMANCE_API_KEY TANDEM_CONFORMANCE_STAFF_TOKEN
+
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+addr="127.0.0.1:$port"
+"$tandem" serve --data-dir "$data" --addr "$addr" >"$data/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do
+  if curl -sf -o /dev/null "http://$addr/bankingAdmin/apiDoc"; then break; fi
+  if ! kill -0 "$server_pid" 2>/dev/null; then cat "$data/server.log" >&2; exit 1; fi
+  sleep 0.1
+done
+
+seed_args=()
+if [ -n "${TANDEM_CONFORMANCE_SEED:-}" ]; then seed_args=(--seed "$TANDEM_CONFORMANCE_SEED"); fi
+export SCHEMATHESIS_HOOKS="$PWD/scripts/conformance/hooks.py"
+
+run() { # API name, token; prints schemathesis's report and returns its status
+  echo "== schemathesis: $1 =="
+  TANDEM_CONFORMANCE_TOKEN="$2" "$schemathesis" --config-file scripts/conformance/schemathesis.toml \
+    run "http://$addr/$1/apiDoc" \
+    --checks all \
+    --phases examples,coverage,fuzzing,stateful \
+    --max-examples "$examples" \
+    --workers 1 \
+    --no-color \
+    "${seed_args[@]}"
+}
+
+status=0
+run bankingAdmin "$TANDEM_CONFORMANCE_STAFF_TOKEN" || status=1
+run invitations "$customer_token" || status=1
+if [ "$status" != 0 ]; then
+  echo "== server log (last 40 lines) =="
+  tail -n 40 "$data/server.log"
+fi
+exit "$status"
