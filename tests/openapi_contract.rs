@@ -73,6 +73,46 @@ impl Comparison<'_> {
         }
     }
 
+    /// A body that is one of several object shapes (e.g. createInvitation, one per invitation
+    /// type) is compared as one object: a field exists when any shape has it, and is required
+    /// when every shape requires it.
+    fn merge_variants(&self, schema: &Value) -> Value {
+        let Some(variants) = ["oneOf", "anyOf"]
+            .iter()
+            .find_map(|k| schema.get(*k).and_then(Value::as_array))
+        else {
+            return schema.clone();
+        };
+        let mut properties = serde_json::Map::new();
+        let mut required: Option<BTreeSet<String>> = None;
+        for variant in variants.iter().map(|v| self.resolve(v)) {
+            if let Some(props) = variant.get("properties").and_then(Value::as_object) {
+                for (name, property) in props {
+                    properties.entry(name.clone()).or_insert(property.clone());
+                }
+            }
+            let names: BTreeSet<String> = variant
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            required = Some(match required {
+                Some(so_far) => so_far.intersection(&names).cloned().collect(),
+                None => names,
+            });
+        }
+        serde_json::json!({
+            "type": "object",
+            "properties": properties,
+            "required": required.unwrap_or_default(),
+        })
+    }
+
     fn is_object_schema(&self, name: &str) -> bool {
         self.seed_schemas
             .get(name)
@@ -131,6 +171,7 @@ impl Comparison<'_> {
         generated: &Value,
         direction: Direction,
     ) {
+        let generated = &self.merge_variants(generated);
         let properties = generated
             .get("properties")
             .and_then(Value::as_object)
