@@ -728,7 +728,7 @@ async fn drive(
             data_dir.join("tandem.sqlite3").display()
         )
     });
-    let db = Db::connect(&url, 2).await?;
+    let db = Db::connect(&url, 2, tandem::config::SqliteSynchronous::default()).await?;
     db.migrate().await?;
     for n in 0..IMPORTED_AUDIENCES {
         let audience = AudienceRef::parse(&audience_id(n), Some(&format!("Crash audience {n}")))
