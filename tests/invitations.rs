@@ -1192,6 +1192,19 @@ async fn patch_changes_the_secret_while_sent(backend: Backend) {
         .await
         .unwrap();
     assert_error(res, 400, "invalidValue").await;
+    // HAL members must have their documented types even though they are otherwise ignored.
+    for body in [
+        json!({"sharedSecret": "purple parrot pie", "_profile": {}}),
+        json!({"sharedSecret": "purple parrot pie", "_links": "self"}),
+    ] {
+        let res = app
+            .with(&alice, Method::PATCH, &path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
     let res = app
         .with(&alice, Method::PATCH, &path)
         .header("If-Match", &etag)
@@ -1703,7 +1716,39 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
     assert!(res.text().await.unwrap().contains("Too many attempts"));
 }
 
+/// The seed makes the invitee's names optional; the email then greets no one, and is sent.
+async fn an_invitation_without_names_is_emailed(backend: Backend) {
+    let app = spawn_with(backend, |c| c.email.poll_interval_ms = 25).await;
+    let mut body = joint("nameless@example.com");
+    let fields = body.as_object_mut().unwrap();
+    fields.remove("firstName");
+    fields.remove("lastName");
+    let (created, _) = create_as(&app, &app.customer(ALICE), &body).await;
+    let id = id_of(&created);
+    let dir = app.config.data_dir.join("mail");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let email = loop {
+        let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .find(|text| text.contains("To: nameless@example.com"))
+        });
+        if let Some(email) = found {
+            break email;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no email for {id} in {:?}",
+            std::fs::read_dir(&dir).map(|d| d.count())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(email.contains("Hello,"), "{email}");
+}
+
 on_both_backends!(
+    an_invitation_without_names_is_emailed,
     create_answers_201_with_location_etag_links_and_queues_the_email,
     create_rejects_bad_bodies_with_400_naming_the_field_and_stores_nothing,
     create_enforces_entitlements_types_and_joint_owner_rules,

@@ -150,6 +150,35 @@ pub(crate) fn json_schema(value: Value) -> RefOr<Schema> {
     RefOr::T(schema)
 }
 
+/// OpenAPI links from a response of `from` to the operations that act on the resource it
+/// returned: `parameter` of each target takes `value` (a runtime expression such as
+/// `$response.body#/id`). Clients and stateful testers follow them from a create to its
+/// resource.
+pub(crate) fn link_to(
+    doc: &mut OpenApiDoc,
+    from: &str,
+    status: &str,
+    targets: &[&str],
+    parameter: &str,
+    value: &str,
+) {
+    let response = operation(doc, from)
+        .responses
+        .responses
+        .get_mut(status)
+        .unwrap_or_else(|| panic!("{from} has no {status} response"));
+    let RefOr::T(response) = response else {
+        panic!("{from} {status} is a reference");
+    };
+    for target in targets {
+        let link = utoipa::openapi::link::LinkBuilder::new()
+            .operation_id(*target)
+            .parameter(parameter, value)
+            .build();
+        response.links.insert((*target).to_owned(), link.into());
+    }
+}
+
 /// The operation with this id; panics when there is none, since the caller names its own.
 pub(crate) fn operation<'a>(doc: &'a mut OpenApiDoc, id: &str) -> &'a mut Operation {
     operations(doc)
@@ -317,6 +346,22 @@ impl Modify for AdminConventions {
         }
         constrain_conditional_headers(doc);
         constrain_admin_inputs(doc);
+        let one_connection = [
+            "getCustomerAudienceConnection",
+            "activateCustomerAudienceConnection",
+            "deactivateCustomerAudienceConnection",
+            "failCustomerAudienceConnection",
+            "listCustomerAudienceConnectionSyncRuns",
+            "deleteCustomerAudienceConnection",
+        ];
+        link_to(
+            doc,
+            "createCustomerAudienceConnection",
+            "201",
+            &one_connection,
+            "customerAudienceConnectionId",
+            "$response.body#/id",
+        );
     }
 }
 

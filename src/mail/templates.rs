@@ -109,10 +109,24 @@ struct InvitationPayload {
     invitation_id: String,
     accept_url: String,
     inviter_full_name: String,
-    invitee_first_name: String,
-    invitee_last_name: String,
+    // The invitee's names are optional in the seed's createInvitation.
+    #[serde(default)]
+    invitee_first_name: Option<String>,
+    #[serde(default)]
+    invitee_last_name: Option<String>,
     invitation_type: InvitationType,
     expires_at: String,
+}
+
+/// The names the invitation gives, or none (the greeting then names no one).
+fn invitee_name(first: Option<String>, last: Option<String>) -> Option<String> {
+    let name = [first, last]
+        .into_iter()
+        .flatten()
+        .filter(|n| !n.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!name.is_empty()).then_some(name)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -218,8 +232,7 @@ impl Templates {
             invitation_id => p.invitation_id,
             accept_url => p.accept_url,
             inviter_full_name => p.inviter_full_name,
-            invitee_first_name => p.invitee_first_name,
-            invitee_last_name => p.invitee_last_name,
+            invitee_name => invitee_name(p.invitee_first_name, p.invitee_last_name),
             invitation_type => p.invitation_type.as_str(),
             expires_at => locale.format_instant(expires_at),
         };
@@ -277,6 +290,23 @@ mod tests {
             .unwrap()
             .render("invitation", locale, payload)
             .unwrap()
+    }
+
+    #[test]
+    fn invitations_without_names_greet_no_one() {
+        for (locale, greeting) in [("en", "Hello,"), ("es", "Hola:")] {
+            for absent in [json!(null), json!("  ")] {
+                let mut p = payload("joint");
+                p["inviteeFirstName"] = absent.clone();
+                p["inviteeLastName"] = absent;
+                let m = render(locale, &p);
+                assert!(m.text.starts_with(greeting), "{}", m.text);
+                assert!(m.html.contains(&format!("<p>{greeting}</p>")), "{}", m.html);
+            }
+            let mut p = payload("joint");
+            p.as_object_mut().unwrap().remove("inviteeLastName");
+            assert!(render(locale, &p).text.contains("Ana"));
+        }
     }
 
     #[test]
@@ -401,7 +431,8 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_names_render_escaped_in_html_and_verbatim_in_text(
-            name in "\\PC{1,40}",
+            // Any printable text that is not all white space (which greets no one).
+            name in "\\PC{0,39}[\\p{L}\\p{N}\\p{P}\\p{S}]",
             secret in "[a-zA-Z0-9]{12,24}",
         ) {
             let mut p = payload("joint");

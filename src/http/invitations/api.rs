@@ -138,13 +138,13 @@ pub struct InvitationBody {
 pub struct CreateBody {
     #[serde(rename = "_profile", default)]
     #[schema(value_type = Option<String>)]
-    _profile: Option<Value>,
+    _profile: Option<String>,
     #[serde(rename = "_links", default)]
     #[schema(value_type = Option<Object>)]
-    _links: Option<Value>,
+    _links: Option<serde_json::Map<String, Value>>,
     #[serde(rename = "_embedded", default)]
     #[schema(value_type = Option<Object>)]
-    _embedded: Option<Value>,
+    _embedded: Option<serde_json::Map<String, Value>>,
     #[schema(min_length = 8, max_length = 256)]
     shared_secret: String,
     email_address: String,
@@ -169,10 +169,10 @@ pub struct CreateBody {
 pub struct PatchBody {
     #[serde(rename = "_profile", default)]
     #[schema(value_type = Option<String>)]
-    _profile: Option<Value>,
+    _profile: Option<String>,
     #[serde(rename = "_links", default)]
     #[schema(value_type = Option<Object>)]
-    _links: Option<Value>,
+    _links: Option<serde_json::Map<String, Value>>,
     #[schema(min_length = 8, max_length = 256)]
     shared_secret: String,
 }

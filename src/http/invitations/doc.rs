@@ -4,8 +4,8 @@ use super::api;
 use crate::http::error::HalErrorBody;
 use crate::http::openapi::{
     CONTROL_CHARS, ErrorResponses, RESOURCE_ID_PATTERN, WHITE_SPACE, add_shared_conventions,
-    constrain_conditional_headers, json_schema, operation, operations, set_parameter_schema,
-    set_property, text_pattern,
+    constrain_conditional_headers, json_schema, link_to, operation, operations,
+    set_parameter_schema, set_property, text_pattern,
 };
 use serde_json::{Value, json};
 use utoipa::openapi::OpenApi as OpenApiDoc;
@@ -140,6 +140,24 @@ impl Modify for InvitationConventions {
                     .into(),
             );
         constrain_conditional_headers(doc);
+        let by_path = ["getInvitation", "patchInvitation", "deleteInvitation"];
+        link_to(
+            doc,
+            "createInvitation",
+            "201",
+            &by_path,
+            "invitationId",
+            "$response.body#/_id",
+        );
+        let by_query = ["revokeInvitation", "sendInvitation", "completeInvitation"];
+        link_to(
+            doc,
+            "createInvitation",
+            "201",
+            &by_query,
+            "invitation",
+            "$response.body#/_id",
+        );
         constrain_inputs(doc);
     }
 }
