@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Load benchmark: builds the release binary, seeds 100k audience connections and 1M invitations
+# on SQLite and on PostgreSQL, runs wrk against each operation and against an axum hello-world
+# baseline in the same run, and prints one markdown table (req/s, p50, p99, non-2xx, ratio to
+# the baseline, peak RSS) and whether the performance targets are met.
+#
+# Needs wrk (Debian package `wrk`), python3 (to find free ports) and, for the PostgreSQL part,
+# a server at 127.0.0.1:5432 that trusts local connections (psql).
+#
+# Settings (environment):
+#   BENCH_DURATION=10s        wrk -d for each operation (e.g. BENCH_DURATION=3s for a quick run)
+#   BENCH_WARMUP=3s           reads before the measured runs of each backend
+#   BENCH_THREADS=2           wrk -t
+#   BENCH_CONNECTIONS=32      wrk -c
+#   BENCH_BACKENDS="sqlite postgres"
+#   BENCH_AUDIENCE_CONNECTIONS=100000  BENCH_INVITATIONS=1000000  BENCH_CUSTOMERS=10000
+#   BENCH_LIST_LIMIT=100      page size of the connection list (the invitation list's default is 100)
+#   BENCH_PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres
+#   BENCH_PG_DATABASE=tandem_bench     created and dropped by this script
+#   BENCH_WORK=DIR            where data, id lists, logs and results go (default: a new temp dir)
+set -euo pipefail
+
+DURATION=${BENCH_DURATION:-10s}
+WARMUP=${BENCH_WARMUP:-3s}
+THREADS=${BENCH_THREADS:-2}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
+AUDIENCE_CONNECTIONS=${BENCH_AUDIENCE_CONNECTIONS:-100000}
+INVITATIONS=${BENCH_INVITATIONS:-1000000}
+CUSTOMERS=${BENCH_CUSTOMERS:-10000}
+LIST_LIMIT=${BENCH_LIST_LIMIT:-100}
+PG_ADMIN_URL=${BENCH_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_DATABASE=${BENCH_PG_DATABASE:-tandem_bench}
+SECRET="benchmark shared secret"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${BENCH_WORK:-$(mktemp -d -t tandem-bench.XXXXXX)}
+mkdir -p "$WORK"
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+TANDEM="$ROOT/target/release/tandem"
+EXAMPLES="$ROOT/target/release/examples"
+
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+
+# The server this script started last, stopped on any exit.
+SERVER_PID=""
+stop_server() {
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+trap stop_server EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for() { # URL
+  for _ in $(seq 1 300); do
+    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "the server exited before answering $1" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "no answer from $1 after 30s" >&2
+  return 1
+}
+
+peak_rss_mb() { # PID
+  awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+# run_wrk BACKEND OP SCRIPT URL DURATION [THREADS CONNECTIONS]: appends the result line to
+# $RESULTS (unless the backend is "warmup").
+run_wrk() {
+  local backend=$1 op=$2 script=$3 url=$4 duration=$5 threads=${6:-$THREADS}
+  local connections=${7:-$CONNECTIONS} output
+  output=$(BENCH_OP=$op BENCH_LUA_DIR="$ROOT/scripts/bench" BENCH_THREADS=$threads \
+    wrk -t"$threads" -c"$connections" -d"$duration" --timeout 10s \
+    -s "$ROOT/scripts/bench/$script.lua" "$url")
+  local line
+  line=$(grep '^BENCH_RESULT ' <<<"$output") || {
+    echo "wrk printed no result for $op:" >&2
+    echo "$output" >&2
+    return 1
+  }
+  if [[ "$backend" != warmup ]]; then
+    echo "$backend $line" >>"$RESULTS"
+    echo "  $backend $op: $line" | sed 's/BENCH_RESULT op=[^ ]* //' >&2
+  fi
+}
+
+echo "== building the release binary and examples" >&2
+(cd "$ROOT" && cargo build --release --bin tandem --examples)
+
+# run_hello LABEL: the axum hello-world baseline with the same wrk settings.
+run_hello() {
+  local port
+  port=$(free_port)
+  "$EXAMPLES/hello" "127.0.0.1:$port" &
+  SERVER_PID=$!
+  wait_for "http://127.0.0.1:$port/"
+  run_wrk warmup hello hello "http://127.0.0.1:$port/" "$WARMUP"
+  run_wrk baseline "$1" hello "http://127.0.0.1:$port/" "$DURATION"
+  stop_server
+}
+
+for backend in $BACKENDS; do
+  echo "== $backend" >&2
+  dir="$WORK/$backend"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  key=$(head -c 32 /dev/urandom | base64)
+  database_line=""
+  if [[ "$backend" == postgres ]]; then
+    psql "$PG_ADMIN_URL" -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $PG_DATABASE" \
+      -c "CREATE DATABASE $PG_DATABASE"
+    database_line="url = \"${PG_ADMIN_URL%/*}/$PG_DATABASE\""
+  elif [[ "$backend" != sqlite ]]; then
+    echo "unknown backend $backend (sqlite or postgres)" >&2
+    exit 1
+  fi
+  # Dev mode (generated credentials, loopback only) with the request rate limit off, the
+  # per-address verification limit out of reach and the sync engine off, so that they do not
+  # shape the figures; email goes to dev mode's .eml files as usual.
+  cat >"$dir/tandem.toml" <<EOF
+mode = "dev"
+
+[database]
+$database_line
+
+[rate_limit]
+per_second = 0.0
+
+[invitations]
+secret_key = "$key"
+verify_max_attempts_per_ip = 1000000000
+
+[sync]
+enabled = false
+EOF
+  echo "-- seeding" >&2
+  "$EXAMPLES/bench_seed" --config "$dir/tandem.toml" --data-dir "$dir/data" --out "$dir/ids" \
+    --connections "$AUDIENCE_CONNECTIONS" --invitations "$INVITATIONS" \
+    --customers "$CUSTOMERS" --secret "$SECRET"
+
+  # The baseline right before this backend's measurements, so that both see the same machine
+  # load (other work on the machine changes absolute figures a lot; the ratio much less).
+  echo "-- hello-world baseline" >&2
+  run_hello "$backend"
+
+  port=$(free_port)
+  "$TANDEM" serve --config "$dir/tandem.toml" --data-dir "$dir/data" --addr "127.0.0.1:$port" \
+    >"$dir/server.log" 2>&1 &
+  SERVER_PID=$!
+  base="http://127.0.0.1:$port"
+  wait_for "$base/health"
+
+  credentials() {
+    "$TANDEM" dev-credentials --config "$dir/tandem.toml" --data-dir "$dir/data" "$@"
+  }
+  admin=$(credentials --admin)
+  customer=$(credentials --sub cust-000001 --username customer000001)
+  export BENCH_API_KEY BENCH_ADMIN_TOKEN BENCH_CUSTOMER_TOKEN BENCH_IDS BENCH_SECRET \
+    BENCH_LIST_LIMIT BENCH_RUN_ID
+  BENCH_API_KEY=$(sed -n 's/^API-Key: //p' <<<"$admin")
+  BENCH_ADMIN_TOKEN=$(sed -n 's/^Authorization: Bearer //p' <<<"$admin")
+  BENCH_CUSTOMER_TOKEN=$(sed -n 's/^Authorization: Bearer //p' <<<"$customer")
+  BENCH_IDS="$dir/ids"
+  BENCH_SECRET=$SECRET
+  BENCH_LIST_LIMIT=$LIST_LIMIT
+  BENCH_RUN_ID="$(date +%s)$backend"
+
+  echo "-- warming up ($WARMUP per read operation)" >&2
+  for script in get-connection get-invitation list-invitations-customer list-connections; do
+    run_wrk warmup "$script" "$script" "$base" "$WARMUP"
+  done
+
+  echo "-- measuring ($DURATION each, -t$THREADS -c$CONNECTIONS)" >&2
+  # Reads, then creates, then the actions and verification, which use up seeded ids. The staff
+  # list goes last: when it is slow, requests still running after wrk stops would slow
+  # whatever came next.
+  for script in get-connection get-invitation list-connections list-invitations-customer \
+    create-connection create-invitation connection-inactive connection-failed \
+    connection-active invitation-revoke invitation-resend invitation-complete verify \
+    list-invitations-staff; do
+    run_wrk "$backend" "$script" "$script" "$base" "$DURATION"
+  done
+  # The staff list once more one request at a time: its latency without queueing behind others.
+  run_wrk "$backend" list-invitations-staff-c1 list-invitations-staff "$base" "$DURATION" 1 1
+  echo "$backend peak_rss_mb $(peak_rss_mb "$SERVER_PID")" >>"$RESULTS"
+  stop_server
+  if [[ "$backend" == postgres ]]; then
+    psql "$PG_ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $PG_DATABASE"
+  fi
+done
+
+# ---- The table -----------------------------------------------------------------------------
+echo
+echo "tandem load benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION per operation;" \
+  "$AUDIENCE_CONNECTIONS audience connections, $INVITATIONS invitations over $CUSTOMERS customers."
+echo "Server: release build, dev mode with bearer tokens and API key checked on every request;" \
+  "API rate limit off (rate_limit.per_second = 0); verification limit per address 1e9;" \
+  "sync engine off; email to dev-mode .eml files (on)."
+echo "Machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;" \
+  "wrk runs on the same machine."
+echo
+awk -v limit="$LIST_LIMIT" '
+  function field(name,   i) {
+    for (i = 2; i <= NF; i++) if (index($i, name "=") == 1) return substr($i, length(name) + 2)
+    return ""
+  }
+  $1 == "baseline" { hello[field("op")] = field("rps") + 0; next }
+  $2 == "peak_rss_mb" { rss[$1] = $3 + 0; backends[++n_backends] = $1; next }
+  { rows[++n] = $0 }
+  END {
+    print "| backend | operation | req/s | p50 ms | p99 ms | non-2xx | ratio to hello | notes |"
+    print "|---|---|---:|---:|---:|---:|---:|---|"
+    shown = ""
+    for (i = 1; i <= n; i++) {
+      $0 = rows[i]
+      b = $1; op = field("op"); rps = field("rps") + 0; p99 = field("p99_ms") + 0
+      if (index(shown, " " b " ") == 0) {
+        printf "| %s | axum hello-world (no auth, no database) | %.0f | | | | 1.000 | measured just before %s |\n", b, hello[b], b
+        shown = shown " " b " "
+      }
+      notes = ""
+      if (field("requests") + 0 == 0) notes = notes "no request completed within the run; "
+      if (field("socket_errors") + 0 > 0) notes = notes field("socket_errors") " socket errors or timeouts; "
+      if (field("beyond_pool") + 0 > 0) notes = notes field("beyond_pool") " requests repeated an id (seeded ids used up); "
+      if (op == "list-connections") notes = notes "state=active, limit=" limit "; "
+      if (op ~ /-c1$/) notes = notes "wrk -t1 -c1: one request at a time; "
+      if (op ~ /^list-invitations/) notes = notes "filter=eq(state,sent), first page of 100 and the total count; "
+      ratio = hello[b] > 0 ? rps / hello[b] : 0
+      printf "| %s | %s | %.0f | %.2f | %.2f | %d | %.3f | %s |\n", b, op, rps, field("p50_ms"), p99, field("non2xx"), ratio, notes
+      result[b, op, "ratio"] = ratio
+      result[b, op, "rps"] = rps
+      result[b, op, "p99"] = p99
+      result[b, op, "done"] = field("requests") + 0
+    }
+    for (i = 1; i <= n_backends; i++) printf "| %s | server peak RSS (VmHWM) | | | | | | %.1f MB |\n", backends[i], rss[backends[i]]
+    print ""
+    print "Targets:"
+    for (i = 1; i <= n_backends; i++) {
+      b = backends[i]
+      split("get-connection get-invitation", ops, " ")
+      for (k = 1; k <= 2; k++) printf "- %s %s: ratio to hello-world %.3f >= 0.40 with auth: %s\n", b, ops[k], result[b, ops[k], "ratio"], (result[b, ops[k], "ratio"] >= 0.40) ? "met" : "NOT MET"
+      split("list-invitations-customer list-invitations-staff", ops, " ")
+      for (k = 1; k <= 2; k++) {
+        if (result[b, ops[k], "done"] == 0) printf "- %s %s: p99 < 10 ms: NOT MET (no request completed)\n", b, ops[k]
+        else printf "- %s %s: p99 %.2f ms < 10 ms: %s\n", b, ops[k], result[b, ops[k], "p99"], (result[b, ops[k], "p99"] < 10) ? "met" : "NOT MET"
+      }
+      if (b == "sqlite") {
+        split("create-connection create-invitation", ops, " ")
+        for (k = 1; k <= 2; k++) printf "- %s %s: %.0f req/s >= 5000: %s\n", b, ops[k], result[b, ops[k], "rps"], (result[b, ops[k], "rps"] >= 5000) ? "met" : "NOT MET"
+      }
+      printf "- %s server peak RSS %.1f MB < 100 MB: %s\n", b, rss[b], (rss[b] < 100) ? "met" : "NOT MET"
+    }
+  }
+' "$RESULTS"
+echo
+echo "(raw results: $RESULTS; server logs: $WORK/<backend>/server.log)"

@@ -1,0 +1,9 @@
+-- getInvitations?filter=eq(state,sent) as customer 1: its own invitations and those on the
+-- accounts and organization it holds, first page (default size 100), with the total count.
+package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
+local bench = require("common")
+
+function request()
+  return wrk.format("GET", "/invitations/invitations?filter=eq(state,sent)",
+    bench.headers("customer"))
+end
