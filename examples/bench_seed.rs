@@ -616,7 +616,12 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let secrets = secret_box(&config)?;
-    let db = Db::connect(&config.database_url(), 2).await?;
+    let db = Db::connect(
+        &config.database_url(),
+        2,
+        config.database.sqlite_synchronous,
+    )
+    .await?;
     db.migrate().await?;
     if db.backend == Backend::Sqlite {
         // The writer is one pooled connection: a large page cache keeps the index updates of
