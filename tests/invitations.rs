@@ -1747,7 +1747,45 @@ async fn an_invitation_without_names_is_emailed(backend: Backend) {
     assert!(email.contains("Hello,"), "{email}");
 }
 
+/// Clients that hang up mid-request never leave a transaction open behind them: the handler
+/// runs to completion, so no connection sits "idle in transaction" holding row locks.
+async fn abandoned_requests_leave_no_transaction_open(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = app.customer(ALICE);
+    let mut abandoned = Vec::new();
+    for i in 0..60u64 {
+        let request = app
+            .with(&alice, Method::POST, COLLECTION)
+            .json(&joint(&format!("gone{i}@example.com")))
+            .send();
+        // Give up on the answer somewhere between before the handler starts and after it ends.
+        let wait = std::time::Duration::from_micros((i % 12) * 500);
+        abandoned.push(tokio::time::timeout(wait, request));
+    }
+    for request in abandoned {
+        let _ = request.await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    if app.db.backend == tandem::store::Backend::Postgres {
+        let open: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        )
+        .fetch_one(&app.db.read)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+        assert_eq!(open, 0, "connections left inside a transaction");
+    }
+    // Writes go on at once: nothing holds a lock or the SQLite writer.
+    let started = std::time::Instant::now();
+    create(&app, "after@example.com").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
 on_both_backends!(
+    abandoned_requests_leave_no_transaction_open,
     an_invitation_without_names_is_emailed,
     create_answers_201_with_location_etag_links_and_queues_the_email,
     create_rejects_bad_bodies_with_400_naming_the_field_and_stores_nothing,

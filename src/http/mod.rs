@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .fallback(unknown_path)
         .with_state(state)
+        .layer(middleware::from_fn(run_to_completion))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
@@ -108,6 +109,20 @@ pub fn router(state: AppState) -> Router {
             axum::http::header::AUTHORIZATION,
             HeaderName::from_static("api-key"),
         ]))
+}
+
+/// Runs each request's handler as its own task, so that a client that disconnects (or the
+/// request timeout) abandons the answer but never cuts a handler off between two statements of
+/// a database transaction. A transaction dropped halfway leaves its rollback queued on a
+/// PostgreSQL connection until that connection is next used, holding its row locks meanwhile.
+async fn run_to_completion(req: Request, next: middleware::Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(res) => res,
+        Err(err) => {
+            tracing::error!(error = %err, "a request handler failed");
+            ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+        }
+    }
 }
 
 /// The answer to a GET whose `If-None-Match` matches: no body, the current tag.
