@@ -1355,6 +1355,34 @@ async fn verify_refuses_revoked_expired_and_locked_invitations(backend: Backend)
     )
     .await;
     assert_eq!(listed["count"], 1);
+    // The filter language sees the derived state too (queried through the stored columns).
+    let (fresh, _) = create(&app, "fresh@example.com").await;
+    for (filter, expected) in [
+        ("eq(state,expired)", vec![id.clone()]),
+        ("eq(state,sent)", vec![id_of(&fresh)]),
+        ("ne(state,sent)", vec![id.clone()]),
+        ("ne(state,expired)", vec![id_of(&fresh)]),
+        ("in(state,expired|sent)", vec![id.clone(), id_of(&fresh)]),
+    ] {
+        let page = json(
+            app.with(
+                &alice,
+                Method::GET,
+                &format!("{COLLECTION}?filter={filter}&state=sent|expired"),
+            )
+            .send()
+            .await
+            .unwrap(),
+        )
+        .await;
+        let found: Vec<String> = page["_embedded"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(id_of)
+            .collect();
+        assert_eq!(found, expected, "{filter}");
+    }
 
     let (locked, _) = create(&app, "l@example.com").await;
     let id = id_of(&locked);

@@ -25,6 +25,11 @@ pub struct Db {
     pub write: AnyPool,
 }
 
+fn sqlite_readers_cap() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    u32::try_from(cores * 2).unwrap_or(u32::MAX).max(2)
+}
+
 fn sqlite_pragmas(synchronous: SqliteSynchronous) -> &'static str {
     match synchronous {
         SqliteSynchronous::Normal => {
@@ -77,8 +82,10 @@ impl Db {
             .await
             .with_context(|| format!("connecting to the database at {redacted}"))?;
         let read = match backend {
+            // Each SQLite connection is a thread with its own page cache, busy only while a
+            // core runs it: more readers than twice the cores add memory, not throughput.
             Backend::Sqlite => options()
-                .max_connections(max_connections.max(2))
+                .max_connections(max_connections.clamp(2, sqlite_readers_cap()))
                 .connect(url)
                 .await
                 .with_context(|| format!("connecting to the database at {redacted}"))?,
