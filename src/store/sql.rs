@@ -1,7 +1,7 @@
 //! Building SQL whose shape depends on the request (filters) with every value bound as a
 //! parameter: text is never spliced into the statement.
 
-use crate::domain::filter::{Condition, Filter, Op, SortKey};
+use crate::domain::filter::{Filter, Op, SortKey};
 use sqlx::any::AnyArguments;
 use sqlx::{Any, AssertSqlSafe, query::Query};
 
@@ -11,9 +11,6 @@ pub enum Param {
     Text(String),
     Int(i64),
 }
-
-/// Renders the conditions on derived columns; see `SqlBuilder::push_filter_with`.
-pub type DerivedColumns<'a> = &'a dyn Fn(&mut SqlBuilder, &Condition) -> bool;
 
 #[derive(Debug, Default)]
 pub struct SqlBuilder {
@@ -58,12 +55,6 @@ impl SqlBuilder {
     /// Appends a parsed `filter` as a parenthesized condition. Columns come from the collection's
     /// `FieldSpec` table, values are bound.
     pub fn push_filter(&mut self, filter: &Filter) -> &mut Self {
-        self.push_filter_with(filter, &|_, _| false)
-    }
-
-    /// Like `push_filter`, but `derived` may render a condition itself (returning true), for a
-    /// column that is computed from stored ones and is better queried through them.
-    pub fn push_filter_with(&mut self, filter: &Filter, derived: DerivedColumns<'_>) -> &mut Self {
         match filter {
             Filter::And(parts) | Filter::Or(parts) => {
                 let joiner = if matches!(filter, Filter::And(_)) {
@@ -76,16 +67,15 @@ impl SqlBuilder {
                     if i > 0 {
                         self.sql.push_str(joiner);
                     }
-                    self.push_filter_with(part, derived);
+                    self.push_filter(part);
                 }
                 self.sql.push(')');
             }
             Filter::Not(inner) => {
                 self.sql.push_str("(NOT ");
-                self.push_filter_with(inner, derived);
+                self.push_filter(inner);
                 self.sql.push(')');
             }
-            Filter::Condition(c) if derived(self, c) => {}
             Filter::Condition(c) => {
                 let text = |v: &String| Param::Text(v.clone());
                 match c.op {
