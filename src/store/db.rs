@@ -30,16 +30,13 @@ fn sqlite_readers_cap() -> u32 {
     u32::try_from(cores * 2).unwrap_or(u32::MAX).max(2)
 }
 
-fn sqlite_pragmas(synchronous: SqliteSynchronous) -> &'static str {
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+fn sqlite_synchronous_pragma(synchronous: SqliteSynchronous) -> &'static str {
     match synchronous {
-        SqliteSynchronous::Normal => {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
-        }
-        SqliteSynchronous::Full => {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
-        }
+        SqliteSynchronous::Normal => "PRAGMA synchronous = NORMAL",
+        SqliteSynchronous::Full => "PRAGMA synchronous = FULL",
     }
 }
 
@@ -55,7 +52,7 @@ impl Db {
         } else {
             Backend::Postgres
         };
-        let pragmas = sqlite_pragmas(synchronous);
+        let synchronous = sqlite_synchronous_pragma(synchronous);
         let options = || {
             AnyPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(10))
@@ -65,7 +62,8 @@ impl Db {
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {
-                            conn.execute(pragmas).await?;
+                            conn.execute(SQLITE_PRAGMAS).await?;
+                            conn.execute(synchronous).await?;
                         }
                         Ok(())
                     })
