@@ -120,8 +120,12 @@ pub trait InvitationRepository: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The invitation as of now (expiry derived), if it exists.
     async fn get(&self, id: &ResourceId) -> Result<Option<Invitation>, StoreError>;
-    /// One page of the matching invitations (as of now) and the number of all matches.
-    async fn list(&self, query: &InvitationQuery) -> Result<(Vec<Invitation>, i64), StoreError>;
+    /// One page of the matching invitations (as of now) and the number of all matches, when it
+    /// is known cheaply (see `COUNT_LIMIT`).
+    async fn list(
+        &self,
+        query: &InvitationQuery,
+    ) -> Result<(Vec<Invitation>, Option<i64>), StoreError>;
     /// Applies `change` atomically to the locked row; the invitation afterwards, or None when
     /// there is none.
     async fn modify(
@@ -195,6 +199,54 @@ fn texts<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Param> {
         .collect()
 }
 
+/// The largest count a list reports: above it the count is left out, which the seed allows
+/// ("may be omitted if the count is not computable efficiently").
+pub const COUNT_LIMIT: i64 = 1000;
+
+/// The number of all matches when a page shows it: a page that is not full is the last one,
+/// unless it is empty past the end.
+fn count_from_page(start: i64, limit: i64, items: usize) -> Option<i64> {
+    let items = i64::try_from(items).ok()?;
+    (items < limit && (items > 0 || start == 0)).then(|| start.saturating_add(items))
+}
+
+/// The stored states that can have `effective` as their state as of now: a `sent` invitation
+/// past its expiry is `expired` until the sweeper stores that.
+fn stored_states(effective: &str) -> &[&str] {
+    match effective {
+        "sent" => &["sent"],
+        "expired" => &["expired", "sent"],
+        "accepted" => &["accepted"],
+        "revoked" => &["revoked"],
+        "completed" => &["completed"],
+        // No invitation has an unknown state; the effective_state condition finds none either.
+        _ => &[],
+    }
+}
+
+/// The sets of effective states a request is confined to: one for its `state` parameter and
+/// one for each `state` condition that the whole filter requires.
+fn required_states(query: &InvitationQuery) -> Vec<Vec<&str>> {
+    let mut sets: Vec<Vec<&str>> = Vec::new();
+    if !query.states.is_empty() {
+        sets.push(query.states.iter().map(|s| s.as_str()).collect());
+    }
+    let conditions = match &query.filter {
+        Some(Filter::And(parts)) => parts.iter().collect(),
+        Some(filter) => vec![filter],
+        None => vec![],
+    };
+    for part in conditions {
+        if let Filter::Condition(c) = part
+            && c.column == "effective_state"
+            && matches!(c.op, Op::Eq | Op::In)
+        {
+            sets.push(c.values.iter().map(String::as_str).collect());
+        }
+    }
+    sets
+}
+
 /// `FROM` the invitations with their state as of `now` in `effective_state`, then the
 /// request's conditions.
 fn push_matching(q: &mut SqlBuilder, query: &InvitationQuery, now: Timestamp) {
@@ -219,6 +271,22 @@ fn push_matching(q: &mut SqlBuilder, query: &InvitationQuery, now: Timestamp) {
                 .bind_list(texts(resources.iter().map(String::as_str)));
         }
         q.push(")");
+    } else {
+        // Staff lists: the same confinement over the stored state, which the state indexes
+        // serve (the derived effective_state cannot use an index). Customer lists leave it out
+        // so that the planner starts from the few rows the customer may see.
+        for effective in required_states(query) {
+            let mut stored: Vec<&str> = effective
+                .into_iter()
+                .flat_map(stored_states)
+                .copied()
+                .collect();
+            stored.sort_unstable();
+            stored.dedup();
+            if !stored.is_empty() {
+                q.push(" AND state IN ").bind_list(texts(stored));
+            }
+        }
     }
     if !query.states.is_empty() {
         q.push(" AND effective_state IN ")
@@ -319,11 +387,11 @@ impl InvitationRepository for SqlInvitations {
             .transpose()
     }
 
-    async fn list(&self, query: &InvitationQuery) -> Result<(Vec<Invitation>, i64), StoreError> {
+    async fn list(
+        &self,
+        query: &InvitationQuery,
+    ) -> Result<(Vec<Invitation>, Option<i64>), StoreError> {
         let now = Timestamp::now();
-        let mut count = SqlBuilder::new("SELECT COUNT(*) AS n");
-        push_matching(&mut count, query, now);
-        let total: i64 = count.build().fetch_one(&self.db.read).await?.try_get("n")?;
         let mut page = SqlBuilder::new(concat!("SELECT ", columns!()));
         push_matching(&mut page, query, now);
         if query.sort.is_empty() {
@@ -336,11 +404,23 @@ impl InvitationRepository for SqlInvitations {
             .push(" OFFSET ")
             .bind(Param::Int(query.start));
         let rows = page.build().fetch_all(&self.db.read).await?;
-        let items = rows
+        let items: Vec<Invitation> = rows
             .iter()
             .map(|r| invitation_from_row(r).map(|i| i.as_of(now)))
             .collect::<Result<_, _>>()?;
-        Ok((items, total))
+        if let Some(total) = count_from_page(query.start, query.limit, items.len()) {
+            return Ok((items, Some(total)));
+        }
+        // At most COUNT_LIMIT + 1 matches are visited, so a broad filter over a large table
+        // costs no more than a narrow one.
+        let mut count = SqlBuilder::new("SELECT COUNT(*) AS n FROM (SELECT 1");
+        push_matching(&mut count, query, now);
+        count
+            .push(" LIMIT ")
+            .bind(Param::Int(COUNT_LIMIT + 1))
+            .push(") capped");
+        let total: i64 = count.build().fetch_one(&self.db.read).await?.try_get("n")?;
+        Ok((items, (total <= COUNT_LIMIT).then_some(total)))
     }
 
     async fn modify(
@@ -418,6 +498,77 @@ impl InvitationRepository for SqlInvitations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn query(
+        visibility: Visibility,
+        states: Vec<InvitationState>,
+        filter: Option<&str>,
+    ) -> InvitationQuery {
+        InvitationQuery {
+            visibility,
+            states,
+            types: vec![],
+            email_addresses: vec![],
+            account_uris: vec![],
+            organization_uris: vec![],
+            search: None,
+            filter: filter.map(|f| crate::domain::filter::parse_filter(f, FIELDS).unwrap()),
+            sort: vec![],
+            start: 0,
+            limit: 10,
+        }
+    }
+
+    #[test]
+    fn a_page_that_is_not_full_tells_the_count() {
+        assert_eq!(count_from_page(0, 10, 0), Some(0));
+        assert_eq!(count_from_page(20, 10, 3), Some(23));
+        assert_eq!(
+            count_from_page(0, 10, 10),
+            None,
+            "a full page may have more after it"
+        );
+        assert_eq!(
+            count_from_page(50, 10, 0),
+            None,
+            "past the end: unknown how far"
+        );
+    }
+
+    #[test]
+    fn staff_lists_are_confined_by_the_stored_states_too() {
+        let sql = |q: &InvitationQuery| {
+            let mut b = SqlBuilder::new("SELECT 1");
+            push_matching(&mut b, q, Timestamp::from_millis(5));
+            b.sql().to_owned()
+        };
+        let staff = query(
+            Visibility::All,
+            vec![InvitationState::Sent],
+            Some("and(in(state,expired|revoked),eq(type,joint))"),
+        );
+        let text = sql(&staff);
+        assert!(
+            text.contains("WHERE 1 = 1 AND state IN ($2) AND state IN ($3, $4, $5)"),
+            "{text}"
+        );
+        assert!(text.contains("AND effective_state IN ($6)"), "{text}");
+        // Under or/not the state condition confines nothing on its own.
+        let text = sql(&query(
+            Visibility::All,
+            vec![],
+            Some("or(eq(state,sent),eq(type,joint))"),
+        ));
+        assert!(!text.contains(" state IN"), "{text}");
+        let customer = Visibility::Customer {
+            customer_id: "c-1".into(),
+            resources: vec![],
+        };
+        let text = sql(&query(customer, vec![InvitationState::Sent], None));
+        assert!(!text.contains(" state IN"), "{text}");
+        assert_eq!(stored_states("expired"), ["expired", "sent"]);
+        assert!(stored_states("lost").is_empty());
+    }
 
     #[test]
     fn customers_are_confined_to_their_own_and_entitled_invitations() {

@@ -208,7 +208,9 @@ pub struct InvitationsBody {
     links: BTreeMap<&'static str, Link>,
     start: i64,
     limit: i64,
-    count: i64,
+    /// Left out when more than `COUNT_LIMIT` invitations match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<i64>,
     name: &'static str,
     #[serde(rename = "_embedded")]
     embedded: EmbeddedItems,
@@ -561,7 +563,7 @@ fn syntax_error(field: &str, err: &SyntaxError) -> ApiError {
 }
 
 fn empty_page(start: i64, limit: i64, raw: Option<&str>) -> Result<Response, ApiError> {
-    Ok(page_response(start, limit, 0, raw, Vec::new()))
+    Ok(page_response(start, limit, Some(0), raw, Vec::new()))
 }
 
 /// The collection URL with the request's own parameters and another `start`.
@@ -591,7 +593,7 @@ fn page_href(raw: Option<&str>, start: i64, limit: i64) -> String {
 fn page_response(
     start: i64,
     limit: i64,
-    count: i64,
+    count: Option<i64>,
     raw: Option<&str>,
     items: Vec<InvitationBody>,
 ) -> Response {
@@ -604,10 +606,15 @@ fn page_response(
         links.insert("prev", link(page_href(raw, (start - limit).max(0), limit)));
     }
     // `start` may be anything up to i64::MAX: a page past the end is empty, not an overflow.
-    if start.saturating_add(limit) < count {
-        links.insert("next", link(page_href(raw, start + limit, limit)));
+    // Without a count, a full page may have a next one.
+    let more = match count {
+        Some(count) => start.saturating_add(limit) < count,
+        None => i64::try_from(items.len()).is_ok_and(|n| n == limit),
+    };
+    if more && let Some(next) = start.checked_add(limit) {
+        links.insert("next", link(page_href(raw, next, limit)));
     }
-    if count > 0 {
+    if let Some(count) = count.filter(|&c| c > 0) {
         links.insert(
             "last",
             link(page_href(raw, (count - 1) / limit * limit, limit)),
