@@ -306,17 +306,9 @@ async fn an_invitee_accepts_in_a_browser_from_the_emailed_link() {
         "the result page never echoes the secret"
     );
 
-    let after = json(
-        app.with(
-            &alice,
-            Method::GET,
-            &format!("/invitations/invitations/{id}"),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let after = app
+        .get_json(&alice, &format!("/invitations/invitations/{id}"))
+        .await;
     assert_eq!(after["state"], "accepted");
     for shot in ["accept-form.png", "accept-result.png"] {
         assert!(

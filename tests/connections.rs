@@ -140,7 +140,7 @@ async fn create_rejects_malformed_bodies_with_400_naming_the_field(backend: Back
             "{case}: {problem}"
         );
     }
-    let list = json(app.as_admin(Method::GET, BASE).send().await.unwrap()).await;
+    let list = app.get_json(&app.admin(), BASE).await;
     assert_eq!(list["items"], json!([]), "nothing stored");
 }
 
@@ -314,13 +314,7 @@ async fn customer_tokens_are_403(backend: Backend) {
             .unwrap();
         assert_problem(res, 403, "forbidden").await;
     }
-    let after = json(
-        app.as_admin(Method::GET, &format!("{BASE}/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let after = app.get_json(&app.admin(), &format!("{BASE}/{id}")).await;
     assert_eq!(after, created, "nothing changed");
 }
 
@@ -384,46 +378,30 @@ async fn list_filters_by_audience_and_state(backend: Backend) {
             .map(|i| i["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    let all = json(app.as_admin(Method::GET, BASE).send().await.unwrap()).await;
+    let all = app.get_json(&app.admin(), BASE).await;
     assert_eq!(
         ids(all),
         vec![a["id"].as_str().unwrap(), b_id, c_id],
         "oldest first"
     );
-    let one = json(
-        app.as_admin(Method::GET, &format!("{BASE}?audience=audience-2"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let one = app
+        .get_json(&app.admin(), &format!("{BASE}?audience=audience-2"))
+        .await;
     assert_eq!(ids(one), vec![b_id]);
-    let some = json(
-        app.as_admin(Method::GET, &format!("{BASE}?state=active|failed"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let some = app
+        .get_json(&app.admin(), &format!("{BASE}?state=active|failed"))
+        .await;
     assert_eq!(ids(some), vec![b_id, c_id]);
-    let none = json(
-        app.as_admin(
-            Method::GET,
+    let none = app
+        .get_json(
+            &app.admin(),
             &format!("{BASE}?state=inactive&audience=audience-1"),
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     assert_eq!(ids(none), Vec::<String>::new());
-    let item = &json(
-        app.as_admin(Method::GET, &format!("{BASE}?state=pending"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await["items"][0];
+    let item = &app
+        .get_json(&app.admin(), &format!("{BASE}?state=pending"))
+        .await["items"][0];
     assert_eq!(item, &a, "items carry the full representation");
 }
 
@@ -626,7 +604,7 @@ async fn actions_honour_if_match(backend: Backend) {
         .await
         .unwrap();
     assert_problem(res, 412, "preconditionFailed").await;
-    let unchanged = json(app.as_admin(Method::GET, &path).send().await.unwrap()).await;
+    let unchanged = app.get_json(&app.admin(), &path).await;
     assert_eq!(unchanged, created, "a failed precondition changes nothing");
 
     let res = app
@@ -682,13 +660,9 @@ async fn fifty_concurrent_creates_give_one_201_and_49_409(backend: Backend) {
         }
     }
     assert_eq!((created, conflicts), (1, 49));
-    let list = json(
-        app.as_admin(Method::GET, &format!("{BASE}?audience=audience-race"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let list = app
+        .get_json(&app.admin(), &format!("{BASE}?audience=audience-race"))
+        .await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use axum::extract::Query;
 use axum::routing::get;
-use common::{Backend, TestApp, json};
+use common::{Backend, TestApp};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -54,29 +54,13 @@ async fn the_http_source_decides_who_may_invite_and_see(backend: Backend) {
     assert_eq!(post("customer-alice", ACCOUNT).await.unwrap().status(), 201);
     assert_eq!(post("customer-alice", CLOSED).await.unwrap().status(), 409);
     assert_eq!(post("customer-carol", ACCOUNT).await.unwrap().status(), 403);
-    let bobs = json(
-        app.with(
-            &app.customer("customer-bob"),
-            Method::GET,
-            "/invitations/invitations",
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let bobs = app
+        .get_json(&app.customer("customer-bob"), "/invitations/invitations")
+        .await;
     assert_eq!(bobs["count"], 1, "the joint owner sees it");
-    let carols = json(
-        app.with(
-            &app.customer("customer-carol"),
-            Method::GET,
-            "/invitations/invitations",
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let carols = app
+        .get_json(&app.customer("customer-carol"), "/invitations/invitations")
+        .await;
     assert_eq!(carols["count"], 0);
 }
 

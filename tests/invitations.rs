@@ -311,13 +311,7 @@ async fn create_rejects_bad_bodies_with_400_naming_the_field_and_stores_nothing(
         .unwrap();
     assert_error(res, 415, "unsupportedMediaType").await;
     assert!(outbox(&app).await.is_empty());
-    let list = json(
-        app.with(&alice, Method::GET, COLLECTION)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let list = app.get_json(&alice, COLLECTION).await;
     assert_eq!(list["count"], 0);
 }
 
@@ -446,17 +440,9 @@ async fn representations_match_their_snapshots(backend: Backend) {
     let (created, _) = create(&app, "Max.Peck@nasa.example.com").await;
     let id = id_of(&created);
     insta::assert_json_snapshot!("invitation", redacted(&app, &id, &created));
-    let seen_by_bob = json(
-        app.with(
-            &app.customer(BOB),
-            Method::GET,
-            &format!("{COLLECTION}/{id}"),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let seen_by_bob = app
+        .get_json(&app.customer(BOB), &format!("{COLLECTION}/{id}"))
+        .await;
     insta::assert_json_snapshot!(
         "invitation_seen_by_joint_owner",
         redacted(&app, &id, &seen_by_bob)
@@ -508,13 +494,7 @@ async fn get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners(b
     assert!(seen["_links"].get("apiture:send").is_none());
     assert_eq!(seen["emailAddress"], "max@example.com");
     // Staff see everything.
-    let staff = json(
-        app.with(&app.admin(), Method::GET, &path)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let staff = app.get_json(&app.admin(), &path).await;
     assert_eq!(staff["sharedSecret"], SECRET);
     // Unknown and malformed ids.
     let res = app
@@ -576,26 +556,15 @@ async fn another_customer_can_neither_read_change_nor_act_on_an_invitation(backe
         .await
         .unwrap();
     assert_error(res, 403, "forbidden").await;
-    let list = json(
-        app.with(&carol, Method::GET, COLLECTION)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let list = app.get_json(&carol, COLLECTION).await;
     assert_eq!(list["count"], 0);
     assert_eq!(list["_embedded"]["items"], json!([]));
-    let list = json(
-        app.with(
+    let list = app
+        .get_json(
             &carol,
-            Method::GET,
             &format!("{COLLECTION}?filter=eq(customerId,{ALICE})"),
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     assert_eq!(list["count"], 0, "a filter cannot widen visibility");
     // A joint owner who may see it still may not change it.
     let bob = app.customer(BOB);
@@ -673,23 +642,11 @@ async fn list_pages_with_count_and_hal_links(backend: Backend) {
         "/invitations/invitations?state=sent&start=4&limit=2"
     );
     assert_eq!(href("collection"), "/invitations/invitations");
-    let last = json(
-        app.with(&alice, Method::GET, &href("next"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let last = app.get_json(&alice, &href("next")).await;
     assert_eq!(last["_embedded"]["items"].as_array().unwrap().len(), 1);
     assert!(last["_links"].get("next").is_none());
     // Bob sees the invitations on his account too, without secrets.
-    let bobs = json(
-        app.with(&app.customer(BOB), Method::GET, COLLECTION)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let bobs = app.get_json(&app.customer(BOB), COLLECTION).await;
     assert_eq!(bobs["count"], 5);
     assert!(bobs["_embedded"]["items"][0].get("sharedSecret").is_none());
     for bad in [
@@ -923,13 +880,9 @@ async fn list_filters_sorts_and_searches(backend: Backend) {
             .contains("position"),
         "{err}"
     );
-    let sorted = json(
-        app.with(&alice, Method::GET, &listing(&[("sortBy", "type,-state")]))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let sorted = app
+        .get_json(&alice, &listing(&[("sortBy", "type,-state")]))
+        .await;
     assert_eq!(
         emails(&sorted),
         ["sig@alpha.example", "ben@beta.example", "ann@alpha.example"]
@@ -941,68 +894,34 @@ async fn list_filters_sorts_and_searches(backend: Backend) {
         .unwrap();
     assert_error(bad, 400, "invalidQuery").await;
     // q: names, email and inviter; subset parameters with alternatives.
-    let found = json(
-        app.with(&alice, Method::GET, &listing(&[("q", "SIGNE")]))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let found = app.get_json(&alice, &listing(&[("q", "SIGNE")])).await;
     assert_eq!(emails(&found), ["sig@alpha.example"]);
-    let found = json(
-        app.with(&alice, Method::GET, &listing(&[("q", "100%")]))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let found = app.get_json(&alice, &listing(&[("q", "100%")])).await;
     assert_eq!(found["count"], 0, "wildcards are literal");
-    let found = json(
-        app.with(
+    let found = app
+        .get_json(
             &alice,
-            Method::GET,
             &listing(&[
                 ("emailAddress", "BEN@beta.example|sig@alpha.example"),
                 ("state", "sent"),
             ]),
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     assert_eq!(emails(&found), ["ben@beta.example", "sig@alpha.example"]);
-    let found = json(
-        app.with(&alice, Method::GET, &listing(&[("organizationUri", ORG)]))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let found = app
+        .get_json(&alice, &listing(&[("organizationUri", ORG)]))
+        .await;
     assert_eq!(emails(&found), ["sig@alpha.example"]);
-    let found = json(
-        app.with(
+    let found = app
+        .get_json(
             &alice,
-            Method::GET,
             &listing(&[("type", "joint"), ("accountUri", ACCOUNT)]),
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     assert_eq!(found["count"], 2);
-    let pending = json(
-        app.with(
-            &alice,
-            Method::GET,
-            &listing(&[("pendingInvitations", "true")]),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let pending = app
+        .get_json(&alice, &listing(&[("pendingInvitations", "true")]))
+        .await;
     assert_eq!(pending["count"], 0);
 }
 
@@ -1167,25 +1086,16 @@ async fn complete_is_for_staff_from_accepted_only(backend: Backend) {
         .unwrap();
     assert_error(res, 409, "invitationNotCompletable").await;
     assert_eq!(verify(&app, &id, SECRET, "10.0.0.1").await.status(), 200);
-    let staff_view = json(
-        app.with(&app.admin(), Method::GET, &format!("{COLLECTION}/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let staff_view = app
+        .get_json(&app.admin(), &format!("{COLLECTION}/{id}"))
+        .await;
     assert_eq!(staff_view["_links"]["apiture:complete"]["href"], complete);
-    let pending = json(
-        app.with(
+    let pending = app
+        .get_json(
             &app.customer(ALICE),
-            Method::GET,
             &format!("{COLLECTION}?pendingInvitations=true"),
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     assert_eq!(pending["count"], 1);
     let res = app
         .with(&app.admin(), Method::POST, &complete)
@@ -1325,17 +1235,9 @@ async fn verify_counts_attempts_and_accepts_once(backend: Backend) {
     let mut statuses = [a.status().as_u16(), b.status().as_u16()];
     statuses.sort();
     assert_eq!(statuses, [200, 409]);
-    let view = json(
-        app.with(
-            &app.customer(ALICE),
-            Method::GET,
-            &format!("{COLLECTION}/{id}"),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let view = app
+        .get_json(&app.customer(ALICE), &format!("{COLLECTION}/{id}"))
+        .await;
     assert_eq!(view["state"], "accepted");
     assert_eq!(
         view["verificationCount"], 2,
@@ -1408,13 +1310,9 @@ async fn verify_refuses_revoked_expired_and_locked_invitations(backend: Backend)
         .await
         .unwrap();
     assert_error(res, 409, "verificationInvitationNotRevokable").await;
-    let listed = json(
-        app.with(&alice, Method::GET, &format!("{COLLECTION}?state=expired"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let listed = app
+        .get_json(&alice, &format!("{COLLECTION}?state=expired"))
+        .await;
     assert_eq!(listed["count"], 1);
     // The filter language sees the derived state too, for customers and for staff, whose
     // lists are also confined by the stored state (served by the state indexes).
@@ -1432,17 +1330,12 @@ async fn verify_refuses_revoked_expired_and_locked_invitations(backend: Backend)
             ),
             ("eq(state,lost)", vec![]),
         ] {
-            let page = json(
-                app.with(
+            let page = app
+                .get_json(
                     caller,
-                    Method::GET,
                     &format!("{COLLECTION}?filter={filter}&state=sent|expired"),
                 )
-                .send()
-                .await
-                .unwrap(),
-            )
-            .await;
+                .await;
             let found: Vec<String> = page["_embedded"]["items"]
                 .as_array()
                 .unwrap()
@@ -1470,13 +1363,7 @@ async fn verify_refuses_revoked_expired_and_locked_invitations(backend: Backend)
         "verificationInvitationLocked",
     )
     .await;
-    let view = json(
-        app.with(&alice, Method::GET, &format!("{COLLECTION}/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let view = app.get_json(&alice, &format!("{COLLECTION}/{id}")).await;
     assert_eq!(view["verificationCount"], 3);
     assert_eq!(view["state"], "sent");
     // A new secret lifts the lock.
@@ -1520,17 +1407,9 @@ async fn a_thousand_wrong_secrets_from_one_address_get_429_and_never_accept(back
     assert!(retry_after.unwrap() > 0);
     // Even the right secret from the blocked address is refused.
     assert_eq!(verify(&app, &id, SECRET, "203.0.113.7").await.status(), 429);
-    let view = json(
-        app.with(
-            &app.customer(ALICE),
-            Method::GET,
-            &format!("{COLLECTION}/{id}"),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let view = app
+        .get_json(&app.customer(ALICE), &format!("{COLLECTION}/{id}"))
+        .await;
     assert_eq!(view["state"], "sent", "never accepted");
     assert_eq!(
         view["verificationCount"], 4,
@@ -1616,13 +1495,7 @@ async fn the_sweeper_persists_expiry_without_changing_the_entity_tag(backend: Ba
 async fn root_labels_and_api_document(backend: Backend) {
     let app = spawn(backend).await;
     let alice = app.customer(ALICE);
-    let root = json(
-        app.with(&alice, Method::GET, "/invitations/")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let root = app.get_json(&alice, "/invitations/").await;
     assert_eq!(root["_links"]["apiture:invitations"]["href"], COLLECTION);
     assert_eq!(root["apiVersion"], "0.7.1");
     let res = app
@@ -1645,13 +1518,7 @@ async fn root_labels_and_api_document(backend: Backend) {
         labels["groups"]["invitationType"]["authorizedSigner"]["label"],
         "Firmante autorizado"
     );
-    let labels = json(
-        app.with(&alice, Method::GET, "/invitations/labels")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let labels = app.get_json(&alice, "/invitations/labels").await;
     assert_eq!(
         labels["groups"]["invitationType"]["joint"]["label"],
         "Joint Owner"
@@ -1663,13 +1530,7 @@ async fn root_labels_and_api_document(backend: Backend) {
             .len(),
         5
     );
-    let doc = json(
-        app.with(&alice, Method::GET, "/invitations/apiDoc")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let doc = app.get_json(&alice, "/invitations/apiDoc").await;
     assert_eq!(doc["info"]["title"], "Invitations");
     assert!(doc["paths"]["/invitations/invitations/{invitationId}"]["patch"].is_object());
     let res = app

@@ -75,13 +75,7 @@ async fn create(app: &TestApp, provider: &Value) -> String {
 }
 
 async fn connection(app: &TestApp, id: &str) -> Value {
-    json(
-        app.as_admin(Method::GET, &format!("{BASE}/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    app.get_json(&app.admin(), &format!("{BASE}/{id}")).await
 }
 
 async fn runs(app: &TestApp, id: &str) -> Value {
@@ -718,7 +712,7 @@ async fn sync_runs_follow_the_admin_rules_and_page_newest_first(backend: Backend
         .unwrap()
         .to_owned();
     assert!(link.ends_with("rel=\"next\""), "{link}");
-    let page2 = json(app.as_admin(Method::GET, &next).send().await.unwrap()).await;
+    let page2 = app.get_json(&app.admin(), &next).await;
     assert!(page2["items"][0]["startedAt"].as_str() <= page["items"][1]["startedAt"].as_str());
     assert_ne!(page2["items"][0]["id"], page["items"][1]["id"]);
 
@@ -756,13 +750,7 @@ async fn sync_runs_follow_the_admin_rules_and_page_newest_first(backend: Backend
         .await
         .unwrap();
     assert_problem(res, 403, "forbidden").await;
-    let doc = json(
-        app.as_admin(Method::GET, "/bankingAdmin/apiDoc")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let doc = app.get_json(&app.admin(), "/bankingAdmin/apiDoc").await;
     let op = &doc["paths"]["/bankingAdmin/customerAudienceConnections/{customerAudienceConnectionId}/syncRuns"]
         ["get"];
     assert_eq!(op["operationId"], "listCustomerAudienceConnectionSyncRuns");

@@ -137,6 +137,19 @@ impl TestApp {
             .header("API-Key", &headers.api_key)
             .header("Authorization", &headers.authorization)
     }
+
+    /// GETs `path` as `headers` and reads the JSON body, failing unless the status is 2xx.
+    pub async fn get_json(&self, headers: &Headers, path: &str) -> serde_json::Value {
+        let res = self
+            .with(headers, reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("the request is sent");
+        let status = res.status();
+        let body = json(res).await;
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        body
+    }
 }
 
 pub fn admin_token() -> TokenRequest {
