@@ -235,7 +235,7 @@ awk -v limit="$LIST_LIMIT" '
       if (field("beyond_pool") + 0 > 0) notes = notes field("beyond_pool") " requests repeated an id (seeded ids used up); "
       if (op == "list-connections") notes = notes "state=active, limit=" limit "; "
       if (op ~ /-c1$/) notes = notes "wrk -t1 -c1: one request at a time; "
-      if (op ~ /^list-invitations/) notes = notes "filter=eq(state,sent), first page of 100 and the total count; "
+      if (op ~ /^list-invitations/) notes = notes "filter=eq(state,sent), first page of 100 (count given up to 1000 matches); "
       ratio = hello[b] > 0 ? rps / hello[b] : 0
       printf "| %s | %s | %.0f | %.2f | %.2f | %d | %.3f | %s |\n", b, op, rps, field("p50_ms"), p99, field("non2xx"), ratio, notes
       result[b, op, "ratio"] = ratio

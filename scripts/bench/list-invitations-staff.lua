@@ -1,5 +1,5 @@
 -- getInvitations?filter=eq(state,sent) as staff: over all seeded invitations, first page
--- (default size 100), with the total count.
+-- (default size 100), with the count (given up to 1000 matches).
 package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local bench = require("common")
 
