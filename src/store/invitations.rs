@@ -212,15 +212,15 @@ fn count_from_page(start: i64, limit: i64, items: usize) -> Option<i64> {
 
 /// The stored states that can have `effective` as their state as of now: a `sent` invitation
 /// past its expiry is `expired` until the sweeper stores that.
-fn stored_states(effective: &str) -> &[&str] {
-    match effective {
-        "sent" => &["sent"],
-        "expired" => &["expired", "sent"],
-        "accepted" => &["accepted"],
-        "revoked" => &["revoked"],
-        "completed" => &["completed"],
+fn stored_states(effective: &str) -> Vec<&'static str> {
+    match InvitationState::parse(effective) {
+        Some(InvitationState::Expired) => vec![
+            InvitationState::Expired.as_str(),
+            InvitationState::Sent.as_str(),
+        ],
+        Some(state) => vec![state.as_str()],
         // No invitation has an unknown state; the effective_state condition finds none either.
-        _ => &[],
+        None => vec![],
     }
 }
 
@@ -276,11 +276,7 @@ fn push_matching(q: &mut SqlBuilder, query: &InvitationQuery, now: Timestamp) {
         // serve (the derived effective_state cannot use an index). Customer lists leave it out
         // so that the planner starts from the few rows the customer may see.
         for effective in required_states(query) {
-            let mut stored: Vec<&str> = effective
-                .into_iter()
-                .flat_map(stored_states)
-                .copied()
-                .collect();
+            let mut stored: Vec<&str> = effective.into_iter().flat_map(stored_states).collect();
             stored.sort_unstable();
             stored.dedup();
             if !stored.is_empty() {
