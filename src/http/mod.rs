@@ -14,14 +14,17 @@ use crate::config::{Config, ProviderConfig};
 use crate::store::connections::ConnectionRepository;
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, Method, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use error::{ApiError, render_errors};
+use futures_util::FutureExt;
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -74,51 +77,66 @@ pub fn router(state: AppState) -> Router {
             get(sync_runs::list),
         );
 
-    Router::new()
+    let routes = Router::new()
         .nest("/bankingAdmin", admin)
         .merge(invitations::api::routes())
         .route("/health", get(|| async { "ok" }))
         .fallback(unknown_path)
-        .with_state(state)
-        .layer(middleware::from_fn(run_to_completion))
-        .layer(RequestBodyLimitLayer::new(config.http.body_limit_bytes))
-        // A body that stalls fails to read at the deadline; `JsonBody` answers that with 408.
-        .layer(RequestBodyDeadlineLayer::new(Duration::from_secs(
-            config.http.body_read_timeout_secs,
-        )))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(config.http.request_timeout_secs),
-        ))
-        // Outside the limits and timeouts, so that their answers are rendered too.
-        .layer(middleware::from_fn(render_errors))
+        .with_state(state);
+    // One stack around the whole router, outermost first. (`Router::layer` would wrap every
+    // route on its own: a boxed service per layer and route, each cloned on every request.)
+    let stack = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            HeaderName::from_static("api-key"),
+        ]))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
             }),
         )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            axum::http::header::AUTHORIZATION,
-            HeaderName::from_static("api-key"),
-        ]))
+        // Outside the limits and timeouts, so that their answers are rendered too.
+        .layer(middleware::from_fn(render_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.http.request_timeout_secs),
+        ))
+        // A body that stalls fails to read at the deadline; `JsonBody` answers that with 408.
+        .layer(RequestBodyDeadlineLayer::new(Duration::from_secs(
+            config.http.body_read_timeout_secs,
+        )))
+        .layer(RequestBodyLimitLayer::new(config.http.body_limit_bytes))
+        // The two layers above wrap the request body; axum's extractors take it boxed.
+        .map_request(|req: axum::http::Request<_>| req.map(axum::body::Body::new))
+        .layer(middleware::from_fn(run_to_completion))
+        .service(routes);
+    Router::new().fallback_service(stack)
 }
 
-/// Runs each request's handler as its own task, so that a client that disconnects (or the
-/// request timeout) abandons the answer but never cuts a handler off between two statements of
-/// a database transaction. A transaction dropped halfway leaves its rollback queued on a
+/// Runs each write's handler as its own task, so that a client that disconnects (or the request
+/// timeout) abandons the answer but never cuts a handler off between two statements of a
+/// database transaction. A transaction dropped halfway leaves its rollback queued on a
 /// PostgreSQL connection until that connection is next used, holding its row locks meanwhile.
-/// The task boundary also catches a handler's panic, which becomes a 500.
+/// Reads (GET, HEAD) hold no locks and run in place: a task per request costs a hand-off
+/// between threads, a large share of a read's time. Either way a handler's panic becomes a 500.
 async fn run_to_completion(req: Request, next: middleware::Next) -> Response {
-    match tokio::spawn(next.run(req)).await {
-        Ok(res) => res,
-        Err(err) => {
-            tracing::error!(error = %err, "a request handler panicked");
-            ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
-        }
-    }
+    let outcome = if matches!(*req.method(), Method::GET | Method::HEAD) {
+        AssertUnwindSafe(next.run(req))
+            .catch_unwind()
+            .await
+            .map_err(|_| "the handler panicked".to_owned())
+    } else {
+        tokio::spawn(next.run(req))
+            .await
+            .map_err(|err| err.to_string())
+    };
+    outcome.unwrap_or_else(|error| {
+        tracing::error!(%error, "a request handler panicked");
+        ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+    })
 }
 
 /// The answer to a GET whose `If-None-Match` matches: no body, the current tag.
@@ -154,13 +172,16 @@ mod tests {
             panic!("handler bug")
         }
         let app = Router::new()
-            .route("/", get(buggy))
+            .route("/", get(buggy).post(buggy))
             .layer(middleware::from_fn(run_to_completion));
-        let req = Request::builder()
-            .uri("/")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let res = app.oneshot(req).await.unwrap();
-        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        for method in [Method::GET, Method::POST] {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri("/")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let res = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR, "{method}");
+        }
     }
 }
