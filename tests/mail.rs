@@ -10,6 +10,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::json;
 use smtp::SmtpServer;
 use sqlx::Row;
+use tandem::store::sql::{Param, SqlBuilder};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tandem::app::Application;
@@ -59,7 +60,7 @@ fn smtp_on(port: u16) -> SmtpConfig {
 }
 
 async fn enqueue_one(app: &TestApp, message: &OutboxMessage) -> String {
-    let mut tx = app.db.write.begin().await.unwrap();
+    let mut tx = app.db.begin().await.unwrap();
     let id = enqueue(&mut tx, message).await.unwrap();
     tx.commit().await.unwrap();
     id.as_str().to_owned()
@@ -413,15 +414,16 @@ async fn a_crashed_instances_lease_is_taken_over_when_it_expires(backend: Backen
     let app = TestApp::spawn_with(backend, quick_email).await;
     let now = tandem::domain::time::Timestamp::now().millis();
     // Claimed by an instance that then died, with a lease still running for an hour.
-    let mut tx = app.db.write.begin().await.unwrap();
+    let mut tx = app.db.begin().await.unwrap();
     let id = enqueue(&mut tx, &invitation("ana@example.com", "en"))
         .await
         .unwrap();
-    sqlx::query("UPDATE email_outbox SET lease_owner = 'crashed', lease_expires_at = $1")
-        .bind(now + 3_600_000)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    tx.execute(SqlBuilder::fixed(
+        "UPDATE email_outbox SET lease_owner = 'crashed', lease_expires_at = $1",
+        vec![Param::Int(now + 3_600_000)],
+    ))
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let row = &outbox(&app).await[id.as_str()];

@@ -1,7 +1,7 @@
 //! The local audience source's tables: audiences and their members, replaced wholesale by
 //! `tandem audiences import`.
 
-use super::sql::{Param, SqlBuilder};
+use super::sql::{Param, SqlBuilder, params};
 use super::{Db, StoreError};
 use crate::domain::connection::AudienceRef;
 use crate::domain::ids::ResourceId;
@@ -18,20 +18,18 @@ pub async fn import(
     audience: &AudienceRef,
     members: &BTreeSet<String>,
 ) -> Result<(), StoreError> {
-    let mut tx = db.write.begin().await?;
+    let mut tx = db.begin().await?;
     let id = audience.id.as_str();
-    sqlx::query("DELETE FROM audience_members WHERE audience_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
+    tx.execute(SqlBuilder::fixed(
+        "DELETE FROM audience_members WHERE audience_id = $1",
+        params![id],
+    ))
+    .await?;
+    tx.execute(SqlBuilder::fixed(
         "INSERT INTO audiences (id, name, imported_at) VALUES ($1, $2, $3) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, imported_at = excluded.imported_at",
-    )
-    .bind(id)
-    .bind(audience.name.as_deref())
-    .bind(Timestamp::now().millis())
-    .execute(&mut *tx)
+        params![id, audience.name.as_deref(), Timestamp::now().millis()],
+    ))
     .await?;
     let members: Vec<&String> = members.iter().collect();
     for chunk in members.chunks(CHUNK) {
@@ -44,7 +42,7 @@ pub async fn import(
                 .bind(Param::Text((*member).clone()))
                 .push(")");
         }
-        q.build().execute(&mut *tx).await?;
+        tx.execute(q).await?;
     }
     tx.commit().await?;
     Ok(())

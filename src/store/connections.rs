@@ -1,6 +1,7 @@
 //! Customer audience connections in SQL.
 
-use super::sql::{Param, SqlBuilder};
+use super::record::{FromRecord, Record};
+use super::sql::{Param, SqlBuilder, params};
 use super::{Backend, Db, StoreError};
 use crate::domain::connection::{
     ActionDecision, AudienceRef, Connection, ConnectionState, ProviderName, decide_action,
@@ -11,8 +12,6 @@ use crate::domain::time::Timestamp;
 use crate::domain::user::UserRef;
 use anyhow::Context;
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 /// Which connections a list request wants.
 #[derive(Debug, Clone, Default)]
@@ -75,83 +74,90 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
-fn user_from_row(row: &AnyRow, prefix: &str) -> Result<UserRef, sqlx::Error> {
+fn user_from_row(row: &impl Record, prefix: &str) -> Result<UserRef, StoreError> {
     Ok(UserRef {
-        id: row.try_get(format!("{prefix}_id").as_str())?,
-        username: row.try_get(format!("{prefix}_username").as_str())?,
-        first_name: row.try_get(format!("{prefix}_first_name").as_str())?,
-        last_name: row.try_get(format!("{prefix}_last_name").as_str())?,
+        id: row.column(format!("{prefix}_id").as_str())?,
+        username: row.column(format!("{prefix}_username").as_str())?,
+        first_name: row.column(format!("{prefix}_first_name").as_str())?,
+        last_name: row.column(format!("{prefix}_last_name").as_str())?,
     })
 }
 
-pub(crate) fn connection_from_row(row: &AnyRow) -> Result<Connection, StoreError> {
-    let state: String = row.try_get("state")?;
-    let provider: String = row.try_get("provider_name")?;
+impl FromRecord for Connection {
+    fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+    let state: String = row.column("state")?;
+    let provider: String = row.column("provider_name")?;
     Ok(Connection {
-        id: ResourceId::from_trusted(row.try_get("id")?),
+        id: ResourceId::from_trusted(row.column("id")?),
         audience: AudienceRef {
-            id: ResourceId::from_trusted(row.try_get("audience_id")?),
-            name: row.try_get("audience_name")?,
+            id: ResourceId::from_trusted(row.column("audience_id")?),
+            name: row.column("audience_name")?,
         },
         provider: ProviderName::parse("provider_name", &provider)
             .context("stored provider name is invalid")?,
-        connected_resource_id: row.try_get("connected_resource_id")?,
+        connected_resource_id: row.column("connected_resource_id")?,
         state: ConnectionState::parse(&state)
             .with_context(|| format!("stored state {state:?} is unknown"))?,
-        state_reason: row.try_get("state_reason")?,
-        revision: row.try_get("revision")?,
-        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        state_reason: row.column("state_reason")?,
+        revision: row.column("revision")?,
+        created_at: Timestamp::from_millis(row.column("created_at")?),
         created_by: user_from_row(row, "created_by")?,
-        updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
+        updated_at: Timestamp::from_millis(row.column("updated_at")?),
         updated_by: user_from_row(row, "updated_by")?,
         last_synced_at: row
-            .try_get::<Option<i64>, _>("last_synced_at")?
+            .column::<Option<i64>>("last_synced_at")?
             .map(Timestamp::from_millis),
     })
+}
 }
 
 #[async_trait]
 impl ConnectionRepository for SqlConnections {
     async fn insert(&self, c: &Connection) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO audience_connections (",
-            columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
-        ))
-        .bind(c.id.as_str())
-        .bind(c.audience.id.as_str())
-        .bind(c.audience.name.as_deref())
-        .bind(c.provider.as_str())
-        .bind(c.connected_resource_id.as_deref())
-        .bind(c.state.as_str())
-        .bind(c.state_reason.as_deref())
-        .bind(c.revision)
-        .bind(c.created_at.millis())
-        .bind(&c.created_by.id)
-        .bind(&c.created_by.username)
-        .bind(&c.created_by.first_name)
-        .bind(&c.created_by.last_name)
-        .bind(c.updated_at.millis())
-        .bind(&c.updated_by.id)
-        .bind(&c.updated_by.username)
-        .bind(&c.updated_by.first_name)
-        .bind(&c.updated_by.last_name)
-        .bind(c.last_synced_at.map(Timestamp::millis))
-        .execute(&self.db.write)
-        .await?;
+        self.db
+            .execute(SqlBuilder::fixed(
+                concat!(
+                    "INSERT INTO audience_connections (",
+                    columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+                ),
+                params![
+                    c.id.as_str(),
+                    c.audience.id.as_str(),
+                    c.audience.name.as_deref(),
+                    c.provider.as_str(),
+                    c.connected_resource_id.as_deref(),
+                    c.state.as_str(),
+                    c.state_reason.as_deref(),
+                    c.revision,
+                    c.created_at.millis(),
+                    &c.created_by.id,
+                    &c.created_by.username,
+                    &c.created_by.first_name,
+                    &c.created_by.last_name,
+                    c.updated_at.millis(),
+                    &c.updated_by.id,
+                    &c.updated_by.username,
+                    &c.updated_by.first_name,
+                    &c.updated_by.last_name,
+                    c.last_synced_at.map(Timestamp::millis),
+                ],
+            ))
+            .await?;
         Ok(())
     }
 
     async fn get(&self, id: &ResourceId) -> Result<Option<Connection>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM audience_connections WHERE id = $1"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.db.read)
-        .await?;
-        row.as_ref().map(connection_from_row).transpose()
+        self.db
+            .fetch_optional(SqlBuilder::fixed(
+                concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM audience_connections WHERE id = $1"
+                ),
+                vec![Param::Text(id.as_str().to_owned())],
+            ))
+            .await
     }
 
     async fn list(&self, filter: &ConnectionFilter) -> Result<Vec<Connection>, StoreError> {
@@ -183,8 +189,7 @@ impl ConnectionRepository for SqlConnections {
         }
         q.push(" ORDER BY created_at, id LIMIT ")
             .bind(Param::Int(i64::from(filter.limit)));
-        let rows = q.build().fetch_all(&self.db.read).await?;
-        rows.iter().map(connection_from_row).collect()
+        self.db.list(q).await
     }
 
     async fn change_state(
@@ -195,28 +200,26 @@ impl ConnectionRepository for SqlConnections {
         by: &UserRef,
         reason: Option<&str>,
     ) -> Result<ActionResult, StoreError> {
-        let mut tx = self.db.write.begin().await?;
+        let mut tx = self.db.begin().await?;
         let select = match self.db.backend {
             Backend::Postgres => concat!(
                 "SELECT ",
                 columns!(),
                 " FROM audience_connections WHERE id = $1 FOR UPDATE"
             ),
-            // SQLite: all writes share one connection, so the transaction is the lock.
+            // SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE).
             Backend::Sqlite => concat!(
                 "SELECT ",
                 columns!(),
                 " FROM audience_connections WHERE id = $1"
             ),
         };
-        let Some(row) = sqlx::query(select)
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
+        let Some(mut current) = tx
+            .fetch_optional::<Connection>(SqlBuilder::fixed(select, params![id.as_str()]))
             .await?
         else {
             return Ok(ActionResult::NotFound);
         };
-        let mut current = connection_from_row(&row)?;
         match decide_action(&current, target, if_match) {
             ActionDecision::PreconditionFailed => return Ok(ActionResult::PreconditionFailed),
             ActionDecision::Forbidden => return Ok(ActionResult::Forbidden(current)),
@@ -229,21 +232,22 @@ impl ConnectionRepository for SqlConnections {
         current.revision += 1;
         current.updated_at = now;
         current.updated_by = by.clone();
-        sqlx::query(
+        tx.execute(SqlBuilder::fixed(
             "UPDATE audience_connections SET state = $2, state_reason = $3, revision = $4, \
              updated_at = $5, updated_by_id = $6, updated_by_username = $7, \
              updated_by_first_name = $8, updated_by_last_name = $9 WHERE id = $1",
-        )
-        .bind(current.id.as_str())
-        .bind(current.state.as_str())
-        .bind(current.state_reason.as_deref())
-        .bind(current.revision)
-        .bind(now.millis())
-        .bind(&by.id)
-        .bind(&by.username)
-        .bind(&by.first_name)
-        .bind(&by.last_name)
-        .execute(&mut *tx)
+            params![
+                current.id.as_str(),
+                current.state.as_str(),
+                current.state_reason.as_deref(),
+                current.revision,
+                now.millis(),
+                &by.id,
+                &by.username,
+                &by.first_name,
+                &by.last_name,
+            ],
+        ))
         .await?;
         if target == ConnectionState::Active {
             // Activation syncs at once, with a clean failure count (see docs/decisions.md).
@@ -254,15 +258,17 @@ impl ConnectionRepository for SqlConnections {
     }
 
     async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError> {
-        let mut tx = self.db.write.begin().await?;
-        let done = sqlx::query("DELETE FROM audience_connections WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
+        let mut tx = self.db.begin().await?;
+        let deleted = tx
+            .execute(SqlBuilder::fixed(
+                "DELETE FROM audience_connections WHERE id = $1",
+                params![id.as_str()],
+            ))
             .await?;
         // Its sync history and pushed membership go with it; a run in flight finds the
         // connection gone and records nothing (store::sync::finish).
         super::sync::delete_history(&mut tx, id.as_str()).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(deleted > 0)
     }
 }

@@ -1,11 +1,12 @@
 //! Which customers hold which accounts and organizations: a local table (filled from CSV by
 //! `tandem entitlements import`) or a bank's HTTP service.
 
+use super::record::{Count, FromRecord, Record};
+use super::sql::{SqlBuilder, params};
 use super::{Db, StoreError};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use serde::Deserialize;
-use sqlx::Row;
 
 /// One customer's standing on one account or organization.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -40,20 +41,20 @@ impl TableEntitlements {
 
     /// Replaces the whole table with `rows` in one transaction: the file is the truth.
     pub async fn replace_all(&self, rows: &[Entitlement]) -> Result<(), StoreError> {
-        let mut tx = self.db.write.begin().await?;
-        sqlx::query("DELETE FROM entitlements")
-            .execute(&mut *tx)
+        let mut tx = self.db.begin().await?;
+        tx.execute(SqlBuilder::fixed("DELETE FROM entitlements", params![]))
             .await?;
         for e in rows {
-            sqlx::query(
+            tx.execute(SqlBuilder::fixed(
                 "INSERT INTO entitlements (customer_id, resource_uri, role, joint_owners_disabled) \
                  VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&e.customer_id)
-            .bind(&e.resource_uri)
-            .bind(&e.role)
-            .bind(i64::from(e.joint_owners_disabled))
-            .execute(&mut *tx)
+                params![
+                    &e.customer_id,
+                    &e.resource_uri,
+                    &e.role,
+                    i64::from(e.joint_owners_disabled),
+                ],
+            ))
             .await?;
         }
         tx.commit().await?;
@@ -61,37 +62,39 @@ impl TableEntitlements {
     }
 }
 
+impl FromRecord for Entitlement {
+    fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+        Ok(Entitlement {
+            customer_id: row.column("customer_id")?,
+            resource_uri: row.column("resource_uri")?,
+            role: row.column("role")?,
+            joint_owners_disabled: row.column::<i64>("joint_owners_disabled")? != 0,
+        })
+    }
+}
+
 #[async_trait]
 impl Entitlements for TableEntitlements {
     async fn of_customer(&self, customer_id: &str) -> Result<Vec<Entitlement>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT customer_id, resource_uri, role, joint_owners_disabled FROM entitlements \
-             WHERE customer_id = $1 ORDER BY resource_uri",
-        )
-        .bind(customer_id)
-        .fetch_all(&self.db.read)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Entitlement {
-                    customer_id: r.try_get("customer_id")?,
-                    resource_uri: r.try_get("resource_uri")?,
-                    role: r.try_get("role")?,
-                    joint_owners_disabled: r.try_get::<i64, _>("joint_owners_disabled")? != 0,
-                })
-            })
-            .collect()
+        self.db
+            .fetch_all(SqlBuilder::fixed(
+                "SELECT customer_id, resource_uri, role, joint_owners_disabled FROM entitlements \
+                 WHERE customer_id = $1 ORDER BY resource_uri",
+                params![customer_id],
+            ))
+            .await
     }
 
     async fn joint_owners_disabled(&self, resource_uri: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM entitlements WHERE resource_uri = $1 \
-             AND joint_owners_disabled <> 0",
-        )
-        .bind(resource_uri)
-        .fetch_one(&self.db.read)
-        .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
+        let disabled: Option<Count> = self
+            .db
+            .fetch_optional(SqlBuilder::fixed(
+                "SELECT COUNT(*) AS n FROM entitlements WHERE resource_uri = $1 \
+                 AND joint_owners_disabled <> 0",
+                params![resource_uri],
+            ))
+            .await?;
+        Ok(disabled.is_some_and(|Count(n)| n > 0))
     }
 }
 

@@ -1,7 +1,8 @@
 //! Invitations in SQL, and their emails in the outbox in the same transaction.
 
 use super::outbox::{OutboxMessage, enqueue};
-use super::sql::{Param, SqlBuilder};
+use super::record::{Count, FromRecord, Record};
+use super::sql::{Param, SqlBuilder, params};
 use super::{Backend, Db, StoreError};
 use crate::domain::filter::{Condition, Filter, Op, SortKey};
 use crate::domain::ids::ResourceId;
@@ -9,8 +10,6 @@ use crate::domain::invitation::{Invitation, InvitationState, InvitationType};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 /// The fields of `filter` and `sortBy` (the seed's getInvitations), over the columns of the
 /// listing query (`effective_state` is the state as of now, expiry derived).
@@ -157,39 +156,41 @@ macro_rules! columns {
     };
 }
 
-fn invitation_from_row(row: &AnyRow) -> Result<Invitation, StoreError> {
-    let kind: String = row.try_get("type")?;
-    let state: String = row.try_get("state")?;
-    let attributes: Option<String> = row.try_get("attributes")?;
+impl FromRecord for Invitation {
+    fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+    let kind: String = row.column("type")?;
+    let state: String = row.column("state")?;
+    let attributes: Option<String> = row.column("attributes")?;
     Ok(Invitation {
-        id: ResourceId::from_trusted(row.try_get("id")?),
+        id: ResourceId::from_trusted(row.column("id")?),
         kind: InvitationType::parse(&kind)
             .with_context(|| format!("stored invitation type {kind:?} is unknown"))?,
         state: InvitationState::parse(&state)
             .with_context(|| format!("stored invitation state {state:?} is unknown"))?,
-        email_address: row.try_get("email_address")?,
-        first_name: row.try_get("first_name")?,
-        last_name: row.try_get("last_name")?,
-        identification: row.try_get("identification")?,
-        account_uri: row.try_get("account_uri")?,
-        organization_uri: row.try_get("organization_uri")?,
-        role: row.try_get("role")?,
-        inviter_full_name: row.try_get("inviter_full_name")?,
-        sealed_secret: row.try_get("sealed_secret")?,
+        email_address: row.column("email_address")?,
+        first_name: row.column("first_name")?,
+        last_name: row.column("last_name")?,
+        identification: row.column("identification")?,
+        account_uri: row.column("account_uri")?,
+        organization_uri: row.column("organization_uri")?,
+        role: row.column("role")?,
+        inviter_full_name: row.column("inviter_full_name")?,
+        sealed_secret: row.column("sealed_secret")?,
         attributes: attributes
             .map(|a| serde_json::from_str(&a))
             .transpose()
             .context("stored invitation attributes are not JSON")?,
-        verification_count: row.try_get("verification_count")?,
-        failed_verifications: row.try_get("failed_verifications")?,
-        send_count: row.try_get("send_count")?,
-        created_by: row.try_get("created_by")?,
-        customer_id: row.try_get("customer_id")?,
-        revision: row.try_get("revision")?,
-        created_at: Timestamp::from_millis(row.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
-        expires_at: Timestamp::from_millis(row.try_get("expires_at")?),
+        verification_count: row.column("verification_count")?,
+        failed_verifications: row.column("failed_verifications")?,
+        send_count: row.column("send_count")?,
+        created_by: row.column("created_by")?,
+        customer_id: row.column("customer_id")?,
+        revision: row.column("revision")?,
+        created_at: Timestamp::from_millis(row.column("created_at")?),
+        updated_at: Timestamp::from_millis(row.column("updated_at")?),
+        expires_at: Timestamp::from_millis(row.column("expires_at")?),
     })
+}
 }
 
 fn texts<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Param> {
@@ -332,36 +333,39 @@ fn push_matching(q: &mut SqlBuilder, query: &InvitationQuery, now: Timestamp) {
 #[async_trait]
 impl InvitationRepository for SqlInvitations {
     async fn insert(&self, i: &Invitation, email: &OutboxMessage) -> Result<(), StoreError> {
-        let mut tx = self.db.write.begin().await?;
-        sqlx::query(concat!(
-            "INSERT INTO invitations (",
-            columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19, $20, $21, $22)"
+        let mut tx = self.db.begin().await?;
+        tx.execute(SqlBuilder::fixed(
+            concat!(
+                "INSERT INTO invitations (",
+                columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18, $19, $20, $21, $22)"
+            ),
+            params![
+                i.id.as_str(),
+                i.kind.as_str(),
+                i.state.as_str(),
+                &i.email_address,
+                i.first_name.as_deref(),
+                i.last_name.as_deref(),
+                i.identification.as_deref(),
+                i.account_uri.as_deref(),
+                i.organization_uri.as_deref(),
+                i.role.as_deref(),
+                &i.inviter_full_name,
+                &i.sealed_secret,
+                i.attributes.as_ref().map(|a| a.to_string()),
+                i.verification_count,
+                i.failed_verifications,
+                i.send_count,
+                &i.created_by,
+                &i.customer_id,
+                i.revision,
+                i.created_at.millis(),
+                i.updated_at.millis(),
+                i.expires_at.millis(),
+            ],
         ))
-        .bind(i.id.as_str())
-        .bind(i.kind.as_str())
-        .bind(i.state.as_str())
-        .bind(&i.email_address)
-        .bind(i.first_name.as_deref())
-        .bind(i.last_name.as_deref())
-        .bind(i.identification.as_deref())
-        .bind(i.account_uri.as_deref())
-        .bind(i.organization_uri.as_deref())
-        .bind(i.role.as_deref())
-        .bind(&i.inviter_full_name)
-        .bind(&i.sealed_secret)
-        .bind(i.attributes.as_ref().map(|a| a.to_string()))
-        .bind(i.verification_count)
-        .bind(i.failed_verifications)
-        .bind(i.send_count)
-        .bind(&i.created_by)
-        .bind(&i.customer_id)
-        .bind(i.revision)
-        .bind(i.created_at.millis())
-        .bind(i.updated_at.millis())
-        .bind(i.expires_at.millis())
-        .execute(&mut *tx)
         .await?;
         enqueue(&mut tx, email).await?;
         tx.commit().await?;
@@ -369,18 +373,14 @@ impl InvitationRepository for SqlInvitations {
     }
 
     async fn get(&self, id: &ResourceId) -> Result<Option<Invitation>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM invitations WHERE id = $1"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.db.read)
-        .await?;
-        let now = Timestamp::now();
-        row.as_ref()
-            .map(|r| invitation_from_row(r).map(|i| i.as_of(now)))
-            .transpose()
+        let invitation: Option<Invitation> = self
+            .db
+            .fetch_optional(SqlBuilder::fixed(
+                concat!("SELECT ", columns!(), " FROM invitations WHERE id = $1"),
+                vec![Param::Text(id.as_str().to_owned())],
+            ))
+            .await?;
+        Ok(invitation.map(|i| i.as_of(Timestamp::now())))
     }
 
     async fn list(
@@ -399,11 +399,13 @@ impl InvitationRepository for SqlInvitations {
             .bind(Param::Int(query.limit))
             .push(" OFFSET ")
             .bind(Param::Int(query.start));
-        let rows = page.build().fetch_all(&self.db.read).await?;
-        let items: Vec<Invitation> = rows
-            .iter()
-            .map(|r| invitation_from_row(r).map(|i| i.as_of(now)))
-            .collect::<Result<_, _>>()?;
+        let items: Vec<Invitation> = self
+            .db
+            .list(page)
+            .await?
+            .into_iter()
+            .map(|i: Invitation| i.as_of(now))
+            .collect();
         if let Some(total) = count_from_page(query.start, query.limit, items.len()) {
             return Ok((items, Some(total)));
         }
@@ -415,7 +417,10 @@ impl InvitationRepository for SqlInvitations {
             .push(" LIMIT ")
             .bind(Param::Int(COUNT_LIMIT + 1))
             .push(") capped");
-        let total: i64 = count.build().fetch_one(&self.db.read).await?.try_get("n")?;
+        // Even capped, counting may visit many rows: a list read.
+        let Some(Count(total)) = self.db.list(count).await?.pop() else {
+            return Err(anyhow::anyhow!("a count query returned no row").into());
+        };
         Ok((items, (total <= COUNT_LIMIT).then_some(total)))
     }
 
@@ -424,43 +429,43 @@ impl InvitationRepository for SqlInvitations {
         id: &ResourceId,
         change: Change<'_>,
     ) -> Result<Option<Invitation>, StoreError> {
-        let mut tx = self.db.write.begin().await?;
+        let mut tx = self.db.begin().await?;
         let select = match self.db.backend {
             Backend::Postgres => concat!(
                 "SELECT ",
                 columns!(),
                 " FROM invitations WHERE id = $1 FOR UPDATE"
             ),
-            // SQLite: all writes share one connection, so the transaction is the lock.
+            // SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE).
             Backend::Sqlite => concat!("SELECT ", columns!(), " FROM invitations WHERE id = $1"),
         };
-        let Some(row) = sqlx::query(select)
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
+        let Some(stored) = tx
+            .fetch_optional::<Invitation>(SqlBuilder::fixed(select, params![id.as_str()]))
             .await?
         else {
             return Ok(None);
         };
-        let mut invitation = invitation_from_row(&row)?.as_of(Timestamp::now());
+        let mut invitation = stored.as_of(Timestamp::now());
         let email = match change(&mut invitation) {
             Effect::None => return Ok(Some(invitation)),
             Effect::Save => None,
             Effect::SaveAndSend(message) => Some(message),
         };
-        sqlx::query(
+        tx.execute(SqlBuilder::fixed(
             "UPDATE invitations SET state = $2, sealed_secret = $3, verification_count = $4, \
              failed_verifications = $5, send_count = $6, revision = $7, updated_at = $8 \
              WHERE id = $1",
-        )
-        .bind(invitation.id.as_str())
-        .bind(invitation.state.as_str())
-        .bind(&invitation.sealed_secret)
-        .bind(invitation.verification_count)
-        .bind(invitation.failed_verifications)
-        .bind(invitation.send_count)
-        .bind(invitation.revision)
-        .bind(invitation.updated_at.millis())
-        .execute(&mut *tx)
+            params![
+                invitation.id.as_str(),
+                invitation.state.as_str(),
+                &invitation.sealed_secret,
+                invitation.verification_count,
+                invitation.failed_verifications,
+                invitation.send_count,
+                invitation.revision,
+                invitation.updated_at.millis(),
+            ],
+        ))
         .await?;
         if let Some(message) = email {
             enqueue(&mut tx, &message).await?;
@@ -470,24 +475,26 @@ impl InvitationRepository for SqlInvitations {
     }
 
     async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM invitations WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.db.write)
+        let deleted = self
+            .db
+            .execute(SqlBuilder::fixed(
+                "DELETE FROM invitations WHERE id = $1",
+                params![id.as_str()],
+            ))
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(deleted > 0)
     }
 
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         // The same revision and update time `Invitation::as_of` derives, so tags stay stable.
-        let done = sqlx::query(
-            "UPDATE invitations SET state = 'expired', revision = revision + 1, \
-             updated_at = CASE WHEN expires_at > updated_at THEN expires_at ELSE updated_at END \
-             WHERE state = 'sent' AND expires_at <= $1",
-        )
-        .bind(now.millis())
-        .execute(&self.db.write)
-        .await?;
-        Ok(done.rows_affected())
+        self.db
+            .execute(SqlBuilder::fixed(
+                "UPDATE invitations SET state = 'expired', revision = revision + 1, \
+                 updated_at = CASE WHEN expires_at > updated_at THEN expires_at ELSE updated_at END \
+                 WHERE state = 'sent' AND expires_at <= $1",
+                params![now.millis()],
+            ))
+            .await
     }
 }
 

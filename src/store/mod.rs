@@ -7,10 +7,11 @@ pub mod db;
 pub mod entitlements;
 pub mod invitations;
 pub mod outbox;
+pub mod record;
 pub mod sql;
 pub mod sync;
 
-pub use db::{Backend, Db};
+pub use db::{Backend, Db, Tx};
 
 /// Failures of a storage operation that callers must tell apart.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,25 @@ pub enum StoreError {
     Duplicate,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        let unique = matches!(
+            &err,
+            rusqlite::Error::SqliteFailure(failure, _)
+                if matches!(
+                    failure.extended_code,
+                    rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                        | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                )
+        );
+        if unique {
+            StoreError::Duplicate
+        } else {
+            StoreError::Other(anyhow::Error::new(err).context("database error"))
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

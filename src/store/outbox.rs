@@ -3,7 +3,9 @@
 
 use crate::domain::ids::ResourceId;
 use crate::domain::time::Timestamp;
-use sqlx::AnyConnection;
+use super::sql::{SqlBuilder, params};
+use super::record::{FromRecord, Record};
+use super::{StoreError, Tx};
 
 /// A message to deliver: the template (`kind`) renders `payload` in `locale` for `recipient`.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,25 +16,23 @@ pub struct OutboxMessage {
     pub payload: serde_json::Value,
 }
 
-/// Adds a message inside the caller's transaction (pass `&mut *tx`); returns its id.
-pub async fn enqueue(
-    conn: &mut AnyConnection,
-    message: &OutboxMessage,
-) -> Result<ResourceId, sqlx::Error> {
+/// Adds a message inside the caller's transaction; returns its id.
+pub async fn enqueue(tx: &mut Tx, message: &OutboxMessage) -> Result<ResourceId, StoreError> {
     let id = ResourceId::generate();
     let now = Timestamp::now().millis();
-    sqlx::query(
+    tx.execute(SqlBuilder::fixed(
         "INSERT INTO email_outbox (id, kind, recipient, locale, payload, created_at, next_attempt_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id.as_str())
-    .bind(&message.kind)
-    .bind(&message.recipient)
-    .bind(&message.locale)
-    .bind(message.payload.to_string())
-    .bind(now)
-    .bind(now)
-    .execute(conn)
+        params![
+            id.as_str(),
+            &message.kind,
+            &message.recipient,
+            &message.locale,
+            message.payload.to_string(),
+            now,
+            now,
+        ],
+    ))
     .await?;
     Ok(id)
 }
@@ -63,11 +63,11 @@ pub trait DeliveryQueue: Send + Sync {
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
-    ) -> Result<Vec<ClaimedMessage>, sqlx::Error>;
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
 
     /// Records a delivery. Applies even if the lease was lost meanwhile: the message did go
     /// out, and recording it keeps anyone else from sending it again.
-    async fn mark_sent(&self, id: &str, now: Timestamp) -> Result<(), sqlx::Error>;
+    async fn mark_sent(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
 
     /// Records a failed attempt and when to try again; releases the lease. A no-op if `owner`
     /// no longer holds the lease (another instance took the message over).
@@ -77,10 +77,10 @@ pub trait DeliveryQueue: Send + Sync {
         owner: &str,
         error: &str,
         next_attempt_at: Timestamp,
-    ) -> Result<(), sqlx::Error>;
+    ) -> Result<(), StoreError>;
 
     /// Deletes messages delivered before `before`; returns how many.
-    async fn purge_sent(&self, before: Timestamp) -> Result<u64, sqlx::Error>;
+    async fn purge_sent(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// The outbox table through the shared pools.
@@ -94,6 +94,19 @@ impl SqlOutbox {
     }
 }
 
+impl FromRecord for ClaimedMessage {
+    fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+        Ok(ClaimedMessage {
+            id: row.column("id")?,
+            kind: row.column("kind")?,
+            recipient: row.column("recipient")?,
+            locale: row.column("locale")?,
+            payload: row.column("payload")?,
+            attempts: row.column("attempts")?,
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl DeliveryQueue for SqlOutbox {
     async fn claim_due(
@@ -102,8 +115,7 @@ impl DeliveryQueue for SqlOutbox {
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
-    ) -> Result<Vec<ClaimedMessage>, sqlx::Error> {
-        use sqlx::Row;
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
         // PostgreSQL: concurrent instances skip each other's rows instead of waiting and then
         // claiming the same ones. SQLite: the single writer connection already serializes.
         let lock = match self.db.backend {
@@ -118,36 +130,25 @@ impl DeliveryQueue for SqlOutbox {
                  ORDER BY next_attempt_at, id LIMIT $4{lock}) \
              RETURNING id, kind, recipient, locale, payload, attempts"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(owner)
-            .bind(lease_until.millis())
-            .bind(now.millis())
-            .bind(i64::from(limit))
-            .fetch_all(&self.db.write)
+        let mut tx = self.db.begin().await?;
+        let claimed = tx
+            .fetch_all(SqlBuilder::fixed(
+                &sql,
+                params![owner, lease_until.millis(), now.millis(), i64::from(limit)],
+            ))
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ClaimedMessage {
-                    id: row.try_get("id")?,
-                    kind: row.try_get("kind")?,
-                    recipient: row.try_get("recipient")?,
-                    locale: row.try_get("locale")?,
-                    payload: row.try_get("payload")?,
-                    attempts: row.try_get("attempts")?,
-                })
-            })
-            .collect()
+        tx.commit().await?;
+        Ok(claimed)
     }
 
-    async fn mark_sent(&self, id: &str, now: Timestamp) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE email_outbox SET sent_at = $1, lease_owner = NULL, lease_expires_at = NULL, \
-             last_error = NULL WHERE id = $2 AND sent_at IS NULL",
-        )
-        .bind(now.millis())
-        .bind(id)
-        .execute(&self.db.write)
-        .await?;
+    async fn mark_sent(&self, id: &str, now: Timestamp) -> Result<(), StoreError> {
+        self.db
+            .execute(SqlBuilder::fixed(
+                "UPDATE email_outbox SET sent_at = $1, lease_owner = NULL, lease_expires_at = NULL, \
+                 last_error = NULL WHERE id = $2 AND sent_at IS NULL",
+                params![now.millis(), id],
+            ))
+            .await?;
         Ok(())
     }
 
@@ -157,28 +158,25 @@ impl DeliveryQueue for SqlOutbox {
         owner: &str,
         error: &str,
         next_attempt_at: Timestamp,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE email_outbox SET attempts = attempts + 1, last_error = $1, \
-             next_attempt_at = $2, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL",
-        )
-        .bind(error)
-        .bind(next_attempt_at.millis())
-        .bind(id)
-        .bind(owner)
-        .execute(&self.db.write)
-        .await?;
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(SqlBuilder::fixed(
+                "UPDATE email_outbox SET attempts = attempts + 1, last_error = $1, \
+                 next_attempt_at = $2, lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL",
+                params![error, next_attempt_at.millis(), id, owner],
+            ))
+            .await?;
         Ok(())
     }
 
-    async fn purge_sent(&self, before: Timestamp) -> Result<u64, sqlx::Error> {
-        let done =
-            sqlx::query("DELETE FROM email_outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-                .bind(before.millis())
-                .execute(&self.db.write)
-                .await?;
-        Ok(done.rows_affected())
+    async fn purge_sent(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.db
+            .execute(SqlBuilder::fixed(
+                "DELETE FROM email_outbox WHERE sent_at IS NOT NULL AND sent_at < $1",
+                params![before.millis()],
+            ))
+            .await
     }
 }
 

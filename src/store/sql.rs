@@ -5,12 +5,64 @@ use crate::domain::filter::{Filter, Op, SortKey};
 use sqlx::any::AnyArguments;
 use sqlx::{Any, AssertSqlSafe, query::Query};
 
-/// A bound value.
+/// A bound value. NULLs carry their column's type, which PostgreSQL needs to accept them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Param {
     Text(String),
     Int(i64),
+    NullText,
+    NullInt,
 }
+
+impl From<&str> for Param {
+    fn from(text: &str) -> Self {
+        Param::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Param {
+    fn from(text: String) -> Self {
+        Param::Text(text)
+    }
+}
+
+impl From<&String> for Param {
+    fn from(text: &String) -> Self {
+        Param::Text(text.clone())
+    }
+}
+
+impl From<i64> for Param {
+    fn from(int: i64) -> Self {
+        Param::Int(int)
+    }
+}
+
+impl From<Option<&str>> for Param {
+    fn from(text: Option<&str>) -> Self {
+        text.map_or(Param::NullText, Param::from)
+    }
+}
+
+impl From<Option<String>> for Param {
+    fn from(text: Option<String>) -> Self {
+        text.map_or(Param::NullText, Param::Text)
+    }
+}
+
+impl From<Option<i64>> for Param {
+    fn from(int: Option<i64>) -> Self {
+        int.map_or(Param::NullInt, Param::Int)
+    }
+}
+
+/// `vec![Param::from(a), Param::from(b), ...]`: the values of a statement's `$1`, `$2`, ...
+macro_rules! params {
+    ($($value:expr),* $(,)?) => {
+        vec![$($crate::store::sql::Param::from($value)),*]
+    };
+}
+pub(crate) use params;
 
 #[derive(Debug, Default)]
 pub struct SqlBuilder {
@@ -23,6 +75,14 @@ impl SqlBuilder {
         Self {
             sql: sql.to_owned(),
             params: Vec::new(),
+        }
+    }
+
+    /// A statement whose placeholders (`$1`, `$2`, ...) are already in `sql`.
+    pub fn fixed(sql: &str, params: Vec<Param>) -> Self {
+        Self {
+            sql: sql.to_owned(),
+            params,
         }
     }
 
@@ -133,9 +193,12 @@ impl SqlBuilder {
         self
     }
 
-    #[cfg(test)]
     pub fn sql(&self) -> &str {
         &self.sql
+    }
+
+    pub fn params(&self) -> &[Param] {
+        &self.params
     }
 
     pub fn build(self) -> Query<'static, Any, AnyArguments> {
@@ -144,6 +207,8 @@ impl SqlBuilder {
             query = match param {
                 Param::Text(s) => query.bind(s),
                 Param::Int(i) => query.bind(i),
+                Param::NullText => query.bind(None::<String>),
+                Param::NullInt => query.bind(None::<i64>),
             };
         }
         query

@@ -2,9 +2,10 @@
 //! outcome of a run (schedule, state, pushed membership, history) in one transaction, and
 //! reading the history back.
 
-use super::connections::{columns, connection_from_row};
-use super::sql::{Param, SqlBuilder};
-use super::{Backend, Db, StoreError};
+use super::connections::columns;
+use super::record::{FromRecord, Record};
+use super::sql::{Param, SqlBuilder, params};
+use super::{Backend, Db, StoreError, Tx};
 use crate::domain::connection::{Connection, ConnectionState};
 use crate::domain::ids::ResourceId;
 
@@ -12,7 +13,6 @@ use crate::domain::sync::{RunVerdict, Schedule, Trigger, settle};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::collections::BTreeSet;
 
@@ -126,45 +126,74 @@ impl SqlSync {
 /// Inside `change_state`'s transaction: an activated connection is due now, as an `activated`
 /// run, with its failure count reset.
 pub(crate) async fn schedule_activation(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     id: &str,
     now: Timestamp,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), StoreError> {
+    tx.execute(SqlBuilder::fixed(
         "UPDATE audience_connections SET next_sync_at = $2, next_sync_trigger = $3, \
          consecutive_failures = 0 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(now.millis())
-    .bind(Trigger::Activated.as_str())
-    .execute(conn)
+        params![id, now.millis(), Trigger::Activated.as_str()],
+    ))
     .await?;
     Ok(())
 }
 
 /// Inside `delete`'s transaction: a deleted connection leaves no runs or membership behind.
-pub(crate) async fn delete_history(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn delete_history(tx: &mut Tx, id: &str) -> Result<(), StoreError> {
     for table in ["audience_sync_runs", "audience_synced_members"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE connection_id = $1"
-        )))
-        .bind(id)
-        .execute(&mut *conn)
+        tx.execute(SqlBuilder::fixed(
+            &format!("DELETE FROM {table} WHERE connection_id = $1"),
+            params![id],
+        ))
         .await?;
     }
     Ok(())
 }
 
-fn claimed_from_row(row: &AnyRow) -> Result<ClaimedSync, StoreError> {
-    let trigger: String = row.try_get("next_sync_trigger")?;
-    Ok(ClaimedSync {
-        connection: connection_from_row(row)?,
-        trigger: Trigger::parse(&trigger)
-            .with_context(|| format!("stored sync trigger {trigger:?} is unknown"))?,
-        next_sync_at: Timestamp::from_millis(row.try_get("next_sync_at")?),
-        consecutive_failures: u32::try_from(row.try_get::<i64, _>("consecutive_failures")?)
-            .unwrap_or(u32::MAX),
-    })
+fn parse_trigger(text: &str) -> Result<Trigger, StoreError> {
+    Ok(Trigger::parse(text).with_context(|| format!("stored sync trigger {text:?} is unknown"))?)
+}
+
+fn parse_state(text: &str) -> Result<ConnectionState, StoreError> {
+    Ok(ConnectionState::parse(text).with_context(|| format!("stored state {text:?} is unknown"))?)
+}
+
+impl FromRecord for ClaimedSync {
+    fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+        Ok(ClaimedSync {
+            connection: Connection::from_record(row)?,
+            trigger: parse_trigger(&row.column::<String>("next_sync_trigger")?)?,
+            next_sync_at: Timestamp::from_millis(row.column("next_sync_at")?),
+            consecutive_failures: u32::try_from(row.column::<i64>("consecutive_failures")?)
+                .unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// What `finish` reads of a connection under its lock.
+struct SyncedConnection {
+    lease_owner: Option<String>,
+    state: ConnectionState,
+    schedule: Schedule,
+    revision: i64,
+    updated_at: i64,
+}
+
+impl FromRecord for SyncedConnection {
+    fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+        Ok(SyncedConnection {
+            lease_owner: row.column("lease_owner")?,
+            state: parse_state(&row.column::<String>("state")?)?,
+            schedule: Schedule {
+                next_sync_at: Timestamp::from_millis(row.column("next_sync_at")?),
+                trigger: parse_trigger(&row.column::<String>("next_sync_trigger")?)?,
+                consecutive_failures: row.column("consecutive_failures")?,
+            },
+            revision: row.column("revision")?,
+            updated_at: row.column("updated_at")?,
+        })
+    }
 }
 
 /// Rows per multi-row INSERT of members: well under both backends' parameter limits.
@@ -198,7 +227,7 @@ impl SyncRepository for SqlSync {
             .bind_list(providers.iter().map(|p| Param::Text(p.clone())))
             .push(" ORDER BY next_sync_at LIMIT ")
             .bind(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
-        // SQLite: claims run on the single writer connection, one at a time.
+        // SQLite: claims take the database's write lock, one at a time.
         if self.db.backend == Backend::Postgres {
             q.push(" FOR UPDATE SKIP LOCKED");
         }
@@ -207,8 +236,10 @@ impl SyncRepository for SqlSync {
             columns!(),
             ", next_sync_at, next_sync_trigger, consecutive_failures"
         ));
-        let rows = q.build().fetch_all(&self.db.write).await?;
-        rows.iter().map(claimed_from_row).collect()
+        let mut tx = self.db.begin().await?;
+        let claimed = tx.fetch_all(q).await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     async fn renew(
@@ -217,16 +248,15 @@ impl SyncRepository for SqlSync {
         connection: &ResourceId,
         lease_until: Timestamp,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE audience_connections SET lease_expires_at = $3 \
-             WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(connection.as_str())
-        .bind(owner)
-        .bind(lease_until.millis())
-        .execute(&self.db.write)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let renewed = self
+            .db
+            .execute(SqlBuilder::fixed(
+                "UPDATE audience_connections SET lease_expires_at = $3 \
+                 WHERE id = $1 AND lease_owner = $2",
+                params![connection.as_str(), owner, lease_until.millis()],
+            ))
+            .await?;
+        Ok(renewed > 0)
     }
 
     async fn synced_members(
@@ -245,7 +275,7 @@ impl SyncRepository for SqlSync {
 
     async fn finish(&self, owner: &str, run: &FinishedRun) -> Result<bool, StoreError> {
         let id = run.claim.connection.id.as_str();
-        let mut tx = self.db.write.begin().await?;
+        let mut tx = self.db.begin().await?;
         let select = match self.db.backend {
             Backend::Postgres => {
                 "SELECT state, revision, updated_at, lease_owner, next_sync_at, next_sync_trigger, \
@@ -256,32 +286,22 @@ impl SyncRepository for SqlSync {
                  consecutive_failures FROM audience_connections WHERE id = $1"
             }
         };
-        let Some(row) = sqlx::query(select)
-            .bind(id)
-            .fetch_optional(&mut *tx)
+        let Some(locked) = tx
+            .fetch_optional::<SyncedConnection>(SqlBuilder::fixed(select, params![id]))
             .await?
         else {
             return Ok(false); // deleted meanwhile: record nothing
         };
-        if row.try_get::<Option<String>, _>("lease_owner")?.as_deref() != Some(owner) {
+        if locked.lease_owner.as_deref() != Some(owner) {
             return Ok(false);
         }
-        let state_text: String = row.try_get("state")?;
-        let state = ConnectionState::parse(&state_text)
-            .with_context(|| format!("stored state {state_text:?} is unknown"))?;
-        let trigger_text: String = row.try_get("next_sync_trigger")?;
-        let current = Schedule {
-            next_sync_at: Timestamp::from_millis(row.try_get("next_sync_at")?),
-            trigger: Trigger::parse(&trigger_text)
-                .with_context(|| format!("stored sync trigger {trigger_text:?} is unknown"))?,
-            consecutive_failures: row.try_get("consecutive_failures")?,
-        };
+        let (state, current) = (locked.state, locked.schedule);
         let settled = settle(state, &current, run.claim.next_sync_at, &run.verdict);
         // Whatever the representation shows changed: new revision (entity tag) and updatedAt.
         let changed =
             settled.synced || settled.state != state || run.connected_resource_id.is_some();
-        let revision: i64 = row.try_get::<i64, _>("revision")? + i64::from(changed);
-        let updated_at: i64 = row.try_get("updated_at")?;
+        let revision = locked.revision + i64::from(changed);
+        let updated_at = locked.updated_at;
         let mut q = SqlBuilder::new(
             "UPDATE audience_connections SET lease_owner = NULL, lease_expires_at = NULL, \
              next_sync_at = ",
@@ -317,7 +337,7 @@ impl SyncRepository for SqlSync {
             None => {}
         }
         q.push(" WHERE id = ").bind(Param::Text(id.to_owned()));
-        q.build().execute(&mut *tx).await?;
+        tx.execute(q).await?;
 
         for chunk in run.removed.chunks(MEMBER_CHUNK) {
             let mut q =
@@ -325,7 +345,7 @@ impl SyncRepository for SqlSync {
             q.bind(Param::Text(id.to_owned()))
                 .push(" AND customer_id IN ")
                 .bind_list(chunk.iter().map(|m| Param::Text(m.clone())));
-            q.build().execute(&mut *tx).await?;
+            tx.execute(q).await?;
         }
         for chunk in run.added.chunks(MEMBER_CHUNK) {
             let mut q = SqlBuilder::new(
@@ -339,33 +359,32 @@ impl SyncRepository for SqlSync {
                     .push(")");
             }
             q.push(" ON CONFLICT DO NOTHING");
-            q.build().execute(&mut *tx).await?;
+            tx.execute(q).await?;
         }
-        sqlx::query(
+        tx.execute(SqlBuilder::fixed(
             "INSERT INTO audience_sync_runs (id, connection_id, run_trigger, started_at, \
              finished_at, added, removed, failed, error, instance) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(run.id.as_str())
-        .bind(id)
-        .bind(run.claim.trigger.as_str())
-        .bind(run.started_at.millis())
-        .bind(run.finished_at.millis())
-        .bind(i64::try_from(run.added.len()).unwrap_or(i64::MAX))
-        .bind(i64::try_from(run.removed.len()).unwrap_or(i64::MAX))
-        .bind(i64::try_from(run.failed).unwrap_or(i64::MAX))
-        .bind(run.error.as_deref())
-        .bind(owner)
-        .execute(&mut *tx)
+            params![
+                run.id.as_str(),
+                id,
+                run.claim.trigger.as_str(),
+                run.started_at.millis(),
+                run.finished_at.millis(),
+                i64::try_from(run.added.len()).unwrap_or(i64::MAX),
+                i64::try_from(run.removed.len()).unwrap_or(i64::MAX),
+                i64::try_from(run.failed).unwrap_or(i64::MAX),
+                run.error.as_deref(),
+                owner,
+            ],
+        ))
         .await?;
-        sqlx::query(
+        tx.execute(SqlBuilder::fixed(
             "DELETE FROM audience_sync_runs WHERE connection_id = $1 AND id NOT IN \
              (SELECT id FROM audience_sync_runs WHERE connection_id = $1 \
               ORDER BY started_at DESC, id DESC LIMIT $2)",
-        )
-        .bind(id)
-        .bind(i64::from(self.keep_runs))
-        .execute(&mut *tx)
+            params![id, i64::from(self.keep_runs)],
+        ))
         .await?;
         tx.commit().await?;
         Ok(true)

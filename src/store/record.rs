@@ -1,0 +1,49 @@
+//! Result rows read by column name, the same way from either driver: sqlx's rows (PostgreSQL,
+//! and SQLite writes) and rusqlite's (SQLite reads, see `db::SqliteReaders`).
+
+use super::StoreError;
+use anyhow::anyhow;
+use sqlx::any::AnyRow;
+
+/// A column type both drivers decode.
+pub trait Column:
+    for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + rusqlite::types::FromSql
+{
+}
+
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + rusqlite::types::FromSql
+{
+}
+
+/// One result row.
+pub trait Record {
+    fn column<T: Column>(&self, name: &str) -> Result<T, StoreError>;
+}
+
+impl Record for AnyRow {
+    fn column<T: Column>(&self, name: &str) -> Result<T, StoreError> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+}
+
+impl Record for rusqlite::Row<'_> {
+    fn column<T: Column>(&self, name: &str) -> Result<T, StoreError> {
+        rusqlite::Row::get(self, name)
+            .map_err(|err| StoreError::Other(anyhow!(err).context(format!("reading column {name}"))))
+    }
+}
+
+/// A value made from one result row.
+pub trait FromRecord: Sized {
+    fn from_record(row: &impl Record) -> Result<Self, StoreError>;
+}
+
+/// The `n` column of a `SELECT COUNT(*) AS n` query.
+pub struct Count(pub i64);
+
+impl FromRecord for Count {
+    fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+        row.column("n").map(Count)
+    }
+}
