@@ -10,12 +10,12 @@ use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::json;
 use smtp::SmtpServer;
 use sqlx::Row;
-use tandem::store::sql::{Param, SqlBuilder};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tandem::app::Application;
 use tandem::config::{Config, SmtpConfig, SmtpTls};
 use tandem::store::outbox::{OutboxMessage, enqueue};
+use tandem::store::sql::{Param, SqlBuilder};
 
 const SECRET: &str = "correct-horse-battery-staple";
 const FROM: &str = "no-reply@bank.example";

@@ -85,30 +85,30 @@ fn user_from_row(row: &impl Record, prefix: &str) -> Result<UserRef, StoreError>
 
 impl FromRecord for Connection {
     fn from_record(row: &impl Record) -> Result<Self, StoreError> {
-    let state: String = row.column("state")?;
-    let provider: String = row.column("provider_name")?;
-    Ok(Connection {
-        id: ResourceId::from_trusted(row.column("id")?),
-        audience: AudienceRef {
-            id: ResourceId::from_trusted(row.column("audience_id")?),
-            name: row.column("audience_name")?,
-        },
-        provider: ProviderName::parse("provider_name", &provider)
-            .context("stored provider name is invalid")?,
-        connected_resource_id: row.column("connected_resource_id")?,
-        state: ConnectionState::parse(&state)
-            .with_context(|| format!("stored state {state:?} is unknown"))?,
-        state_reason: row.column("state_reason")?,
-        revision: row.column("revision")?,
-        created_at: Timestamp::from_millis(row.column("created_at")?),
-        created_by: user_from_row(row, "created_by")?,
-        updated_at: Timestamp::from_millis(row.column("updated_at")?),
-        updated_by: user_from_row(row, "updated_by")?,
-        last_synced_at: row
-            .column::<Option<i64>>("last_synced_at")?
-            .map(Timestamp::from_millis),
-    })
-}
+        let state: String = row.column("state")?;
+        let provider: String = row.column("provider_name")?;
+        Ok(Connection {
+            id: ResourceId::from_trusted(row.column("id")?),
+            audience: AudienceRef {
+                id: ResourceId::from_trusted(row.column("audience_id")?),
+                name: row.column("audience_name")?,
+            },
+            provider: ProviderName::parse("provider_name", &provider)
+                .context("stored provider name is invalid")?,
+            connected_resource_id: row.column("connected_resource_id")?,
+            state: ConnectionState::parse(&state)
+                .with_context(|| format!("stored state {state:?} is unknown"))?,
+            state_reason: row.column("state_reason")?,
+            revision: row.column("revision")?,
+            created_at: Timestamp::from_millis(row.column("created_at")?),
+            created_by: user_from_row(row, "created_by")?,
+            updated_at: Timestamp::from_millis(row.column("updated_at")?),
+            updated_by: user_from_row(row, "updated_by")?,
+            last_synced_at: row
+                .column::<Option<i64>>("last_synced_at")?
+                .map(Timestamp::from_millis),
+        })
+    }
 }
 
 #[async_trait]

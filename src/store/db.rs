@@ -3,17 +3,16 @@
 //! Queries use `$1`-style placeholders, which both PostgreSQL and SQLite accept, and portable
 //! types (TEXT, BIGINT for millisecond timestamps and counters).
 
-use super::StoreError;
 use super::record::FromRecord;
-use super::sql::{Param, SqlBuilder};
+use super::sql::SqlBuilder;
+use super::{StoreError, sqlite};
 use crate::config::SqliteSynchronous;
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor};
-use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,17 +41,14 @@ pub struct Db {
 /// The rusqlite side of a SQLite database: readers and the one writer.
 #[derive(Clone, Debug)]
 struct Sqlite {
-    readers: Arc<SqliteReaders>,
-    writer: Arc<SqliteWriter>,
+    readers: Arc<sqlite::Readers>,
+    writer: Arc<sqlite::Writer>,
 }
 
 fn sqlite_readers_cap() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     u32::try_from(cores * 2).unwrap_or(u32::MAX).max(2)
 }
-
-const SQLITE_PRAGMAS: &str =
-    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
 
 fn sqlite_synchronous_pragma(synchronous: SqliteSynchronous) -> &'static str {
     match synchronous {
@@ -83,7 +79,7 @@ impl Db {
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {
-                            conn.execute(SQLITE_PRAGMAS).await?;
+                            conn.execute(sqlite::PRAGMAS).await?;
                             conn.execute(synchronous).await?;
                         }
                         Ok(())
@@ -116,9 +112,10 @@ impl Db {
                     .with_context(|| format!("reading the SQLite location in {redacted}"))?
                     .get_filename()
                     .to_owned();
+                let readers = usize::try_from(sqlite_readers_cap()).unwrap_or(usize::MAX);
                 Some(Sqlite {
-                    readers: Arc::new(SqliteReaders::new(path.clone(), sqlite_readers_cap())),
-                    writer: Arc::new(SqliteWriter::new(path, synchronous)),
+                    readers: Arc::new(sqlite::Readers::new(path.clone(), readers)),
+                    writer: Arc::new(sqlite::Writer::new(path, synchronous)),
                 })
             }
             Backend::Postgres => None,
@@ -131,16 +128,11 @@ impl Db {
         })
     }
 
-    /// Starts a write transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE)
-    /// and waits its turn for the one writer connection.
+    /// Starts a write transaction. On SQLite it waits its turn for the one writer connection
+    /// and is committed together with the writes queued behind it (see `sqlite`).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         match &self.sqlite {
-            Some(sqlite) => {
-                let mut writer = SqliteWriteTurn::take(&sqlite.writer).await?;
-                writer.conn()?.execute_batch("BEGIN IMMEDIATE")?;
-                writer.in_transaction = true;
-                Ok(Tx::Sqlite(writer))
-            }
+            Some(sqlite) => Ok(Tx::Sqlite(sqlite.writer.begin().await?)),
             None => Ok(Tx::Postgres(self.write.begin().await?)),
         }
     }
@@ -148,9 +140,11 @@ impl Db {
     /// Runs one writing statement on its own; returns the number of rows it changed.
     pub async fn execute(&self, query: SqlBuilder) -> Result<u64, StoreError> {
         match &self.sqlite {
-            Some(sqlite) => {
-                let mut writer = SqliteWriteTurn::take(&sqlite.writer).await?;
-                sqlite_execute(writer.conn()?, &query)
+            Some(_) => {
+                let mut tx = self.begin().await?;
+                let changed = tx.execute(query).await?;
+                tx.commit().await?;
+                Ok(changed)
             }
             None => Ok(query.build().execute(&self.write).await?.rows_affected()),
         }
@@ -165,7 +159,7 @@ impl Db {
         match &self.sqlite {
             Some(sqlite) => sqlite
                 .readers
-                .with(|conn| Ok(sqlite_fetch(conn, &query, 1)?.pop())),
+                .with(|conn| Ok(sqlite::fetch(conn, &query, 1)?.pop())),
             None => query
                 .build()
                 .fetch_optional(&self.read)
@@ -181,7 +175,7 @@ impl Db {
         match &self.sqlite {
             Some(sqlite) => sqlite
                 .readers
-                .with(|conn| sqlite_fetch(conn, &query, usize::MAX)),
+                .with(|conn| sqlite::fetch(conn, &query, usize::MAX)),
             None => query
                 .build()
                 .fetch_all(&self.read)
@@ -202,7 +196,7 @@ impl Db {
             Some(sqlite) => {
                 let readers = Arc::clone(&sqlite.readers);
                 tokio::task::spawn_blocking(move || {
-                    readers.with(|conn| sqlite_fetch(conn, &query, usize::MAX))
+                    readers.with(|conn| sqlite::fetch(conn, &query, usize::MAX))
                 })
                 .await
                 .context("the SQLite read task stopped")?
@@ -222,171 +216,22 @@ impl Db {
         self.write.close().await;
         self.read.close().await;
         if let Some(sqlite) = &self.sqlite {
-            lock_ignoring_poison(&sqlite.readers.idle).clear();
-            // After the last writer's turn: the connection it puts back is closed here.
-            if let Ok(_turn) = sqlite.writer.turn.acquire().await {
-                lock_ignoring_poison(&sqlite.writer.idle).take();
-            }
+            sqlite.readers.close();
+            sqlite.writer.close().await;
         }
-    }
-}
-
-/// Idle read-only rusqlite connections to the SQLite file, opened on demand.
-struct SqliteReaders {
-    path: PathBuf,
-    idle: Mutex<Vec<rusqlite::Connection>>,
-    max_idle: usize,
-}
-
-impl std::fmt::Debug for SqliteReaders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteReaders")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SqliteReaders {
-    fn new(path: PathBuf, max_idle: u32) -> Self {
-        Self {
-            path,
-            idle: Mutex::new(Vec::new()),
-            max_idle: usize::try_from(max_idle).unwrap_or(usize::MAX),
-        }
-    }
-
-    fn open(&self) -> Result<rusqlite::Connection, StoreError> {
-        let conn = rusqlite::Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening {} for reading", self.path.display()))?;
-        // The writer set WAL mode; query_only makes a stray write an error here.
-        conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA query_only = 1;")?;
-        // Room for the lists' statements, whose text varies with the filter.
-        conn.set_prepared_statement_cache_capacity(64);
-        Ok(conn)
-    }
-
-    /// Runs `read` on an idle connection (or a new one), which goes back to the idle list.
-    fn with<T>(
-        &self,
-        read: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let idle = self.lock_idle().pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => self.open()?,
-        };
-        let result = read(&conn);
-        let mut idle = self.lock_idle();
-        if idle.len() < self.max_idle {
-            idle.push(conn);
-        }
-        result
-    }
-
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<rusqlite::Connection>> {
-        lock_ignoring_poison(&self.idle)
-    }
-}
-
-/// The one SQLite writer connection, opened on first use (and again after a failure lost it).
-/// One holder at a time: the semaphore orders the waiters without blocking threads.
-struct SqliteWriter {
-    path: PathBuf,
-    synchronous: &'static str,
-    idle: Mutex<Option<rusqlite::Connection>>,
-    turn: Arc<tokio::sync::Semaphore>,
-}
-
-impl std::fmt::Debug for SqliteWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteWriter")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SqliteWriter {
-    fn new(path: PathBuf, synchronous: &'static str) -> Self {
-        Self {
-            path,
-            synchronous,
-            idle: Mutex::new(None),
-            turn: Arc::new(tokio::sync::Semaphore::new(1)),
-        }
-    }
-
-    fn open(&self) -> Result<rusqlite::Connection, StoreError> {
-        let conn = rusqlite::Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening {} for writing", self.path.display()))?;
-        conn.execute_batch(SQLITE_PRAGMAS)?;
-        conn.execute_batch(self.synchronous)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        Ok(conn)
-    }
-}
-
-/// The writer connection while one caller holds it; back to the writer when dropped, after
-/// rolling back a transaction that was not committed.
-pub struct SqliteWriteTurn {
-    writer: Arc<SqliteWriter>,
-    conn: Option<rusqlite::Connection>,
-    in_transaction: bool,
-    _turn: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl SqliteWriteTurn {
-    async fn take(writer: &Arc<SqliteWriter>) -> Result<Self, StoreError> {
-        let turn = Arc::clone(&writer.turn)
-            .acquire_owned()
-            .await
-            .context("the SQLite writer is closed")?;
-        let idle = lock_ignoring_poison(&writer.idle).take();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => writer.open()?,
-        };
-        Ok(Self {
-            writer: Arc::clone(writer),
-            conn: Some(conn),
-            in_transaction: false,
-            _turn: turn,
-        })
-    }
-
-    fn conn(&mut self) -> Result<&rusqlite::Connection, StoreError> {
-        self.conn
-            .as_ref()
-            .ok_or_else(|| anyhow!("the SQLite writer connection is gone").into())
-    }
-}
-
-impl Drop for SqliteWriteTurn {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if self.in_transaction && conn.execute_batch("ROLLBACK").is_err() {
-            // A connection that cannot roll back is not trusted again; the next turn opens one.
-            return;
-        }
-        *lock_ignoring_poison(&self.writer.idle) = Some(conn);
     }
 }
 
 /// A write transaction (`Db::begin`): rolled back when dropped without `commit`.
 pub enum Tx {
-    Sqlite(SqliteWriteTurn),
+    Sqlite(sqlite::WriteTurn),
     Postgres(sqlx::Transaction<'static, sqlx::Any>),
 }
 
 impl Tx {
     pub async fn execute(&mut self, query: SqlBuilder) -> Result<u64, StoreError> {
         match self {
-            Tx::Sqlite(writer) => sqlite_execute(writer.conn()?, &query),
+            Tx::Sqlite(writer) => sqlite::execute(writer.conn()?, &query),
             Tx::Postgres(tx) => Ok(query.build().execute(&mut **tx).await?.rows_affected()),
         }
     }
@@ -411,7 +256,7 @@ impl Tx {
         max_rows: usize,
     ) -> Result<Vec<T>, StoreError> {
         match self {
-            Tx::Sqlite(writer) => sqlite_fetch(writer.conn()?, &query, max_rows),
+            Tx::Sqlite(writer) => sqlite::fetch(writer.conn()?, &query, max_rows),
             Tx::Postgres(tx) => query
                 .build()
                 .fetch_all(&mut **tx)
@@ -425,64 +270,10 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Tx::Sqlite(mut writer) => {
-                writer.conn()?.execute_batch("COMMIT")?;
-                writer.in_transaction = false;
-                Ok(())
-            }
+            Tx::Sqlite(turn) => turn.commit().await,
             Tx::Postgres(tx) => Ok(tx.commit().await?),
         }
     }
-}
-
-fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded values stay valid if a holder panicked: they are only taken and put back.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// `query` prepared (once per connection and text) and bound on a rusqlite connection.
-fn sqlite_prepare<'c>(
-    conn: &'c rusqlite::Connection,
-    query: &SqlBuilder,
-) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
-    let mut statement = conn.prepare_cached(query.sql())?;
-    for (i, param) in query.params().iter().enumerate() {
-        let name = format!("${}", i + 1);
-        let index = statement
-            .parameter_index(&name)?
-            .ok_or_else(|| anyhow!("the statement has no placeholder {name}"))?;
-        match param {
-            Param::Text(text) => statement.raw_bind_parameter(index, text)?,
-            Param::Int(int) => statement.raw_bind_parameter(index, int)?,
-            Param::NullText | Param::NullInt => {
-                statement.raw_bind_parameter(index, rusqlite::types::Null)?;
-            }
-        }
-    }
-    Ok(statement)
-}
-
-fn sqlite_execute(conn: &rusqlite::Connection, query: &SqlBuilder) -> Result<u64, StoreError> {
-    let changed = sqlite_prepare(conn, query)?.raw_execute()?;
-    Ok(u64::try_from(changed).unwrap_or(u64::MAX))
-}
-
-/// Up to `max_rows` rows of `query` (prepared once per connection and text) on a rusqlite
-/// connection.
-fn sqlite_fetch<T: FromRecord>(
-    conn: &rusqlite::Connection,
-    query: &SqlBuilder,
-    max_rows: usize,
-) -> Result<Vec<T>, StoreError> {
-    let mut statement = sqlite_prepare(conn, query)?;
-    let mut rows = statement.raw_query();
-    let mut out = Vec::new();
-    while out.len() < max_rows
-        && let Some(row) = rows.next()?
-    {
-        out.push(T::from_record(row)?);
-    }
-    Ok(out)
 }
 
 /// The URL without its password, for messages.

@@ -158,39 +158,39 @@ macro_rules! columns {
 
 impl FromRecord for Invitation {
     fn from_record(row: &impl Record) -> Result<Self, StoreError> {
-    let kind: String = row.column("type")?;
-    let state: String = row.column("state")?;
-    let attributes: Option<String> = row.column("attributes")?;
-    Ok(Invitation {
-        id: ResourceId::from_trusted(row.column("id")?),
-        kind: InvitationType::parse(&kind)
-            .with_context(|| format!("stored invitation type {kind:?} is unknown"))?,
-        state: InvitationState::parse(&state)
-            .with_context(|| format!("stored invitation state {state:?} is unknown"))?,
-        email_address: row.column("email_address")?,
-        first_name: row.column("first_name")?,
-        last_name: row.column("last_name")?,
-        identification: row.column("identification")?,
-        account_uri: row.column("account_uri")?,
-        organization_uri: row.column("organization_uri")?,
-        role: row.column("role")?,
-        inviter_full_name: row.column("inviter_full_name")?,
-        sealed_secret: row.column("sealed_secret")?,
-        attributes: attributes
-            .map(|a| serde_json::from_str(&a))
-            .transpose()
-            .context("stored invitation attributes are not JSON")?,
-        verification_count: row.column("verification_count")?,
-        failed_verifications: row.column("failed_verifications")?,
-        send_count: row.column("send_count")?,
-        created_by: row.column("created_by")?,
-        customer_id: row.column("customer_id")?,
-        revision: row.column("revision")?,
-        created_at: Timestamp::from_millis(row.column("created_at")?),
-        updated_at: Timestamp::from_millis(row.column("updated_at")?),
-        expires_at: Timestamp::from_millis(row.column("expires_at")?),
-    })
-}
+        let kind: String = row.column("type")?;
+        let state: String = row.column("state")?;
+        let attributes: Option<String> = row.column("attributes")?;
+        Ok(Invitation {
+            id: ResourceId::from_trusted(row.column("id")?),
+            kind: InvitationType::parse(&kind)
+                .with_context(|| format!("stored invitation type {kind:?} is unknown"))?,
+            state: InvitationState::parse(&state)
+                .with_context(|| format!("stored invitation state {state:?} is unknown"))?,
+            email_address: row.column("email_address")?,
+            first_name: row.column("first_name")?,
+            last_name: row.column("last_name")?,
+            identification: row.column("identification")?,
+            account_uri: row.column("account_uri")?,
+            organization_uri: row.column("organization_uri")?,
+            role: row.column("role")?,
+            inviter_full_name: row.column("inviter_full_name")?,
+            sealed_secret: row.column("sealed_secret")?,
+            attributes: attributes
+                .map(|a| serde_json::from_str(&a))
+                .transpose()
+                .context("stored invitation attributes are not JSON")?,
+            verification_count: row.column("verification_count")?,
+            failed_verifications: row.column("failed_verifications")?,
+            send_count: row.column("send_count")?,
+            created_by: row.column("created_by")?,
+            customer_id: row.column("customer_id")?,
+            revision: row.column("revision")?,
+            created_at: Timestamp::from_millis(row.column("created_at")?),
+            updated_at: Timestamp::from_millis(row.column("updated_at")?),
+            expires_at: Timestamp::from_millis(row.column("expires_at")?),
+        })
+    }
 }
 
 fn texts<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Param> {

@@ -9,6 +9,7 @@ pub mod invitations;
 pub mod outbox;
 pub mod record;
 pub mod sql;
+mod sqlite;
 pub mod sync;
 
 pub use db::{Backend, Db, Tx};

@@ -1,11 +1,11 @@
 //! The email outbox: messages written in the caller's transaction, delivered later by the mail
 //! worker, so that a committed change never loses its email and a rolled-back one never sends.
 
+use super::record::{FromRecord, Record};
+use super::sql::{SqlBuilder, params};
+use super::{StoreError, Tx};
 use crate::domain::ids::ResourceId;
 use crate::domain::time::Timestamp;
-use super::sql::{SqlBuilder, params};
-use super::record::{FromRecord, Record};
-use super::{StoreError, Tx};
 
 /// A message to deliver: the template (`kind`) renders `payload` in `locale` for `recipient`.
 #[derive(Debug, Clone, PartialEq)]

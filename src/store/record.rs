@@ -29,8 +29,9 @@ impl Record for AnyRow {
 
 impl Record for rusqlite::Row<'_> {
     fn column<T: Column>(&self, name: &str) -> Result<T, StoreError> {
-        rusqlite::Row::get(self, name)
-            .map_err(|err| StoreError::Other(anyhow!(err).context(format!("reading column {name}"))))
+        rusqlite::Row::get(self, name).map_err(|err| {
+            StoreError::Other(anyhow!(err).context(format!("reading column {name}")))
+        })
     }
 }
 

@@ -156,7 +156,10 @@ fn parse_trigger(text: &str) -> Result<Trigger, StoreError> {
 }
 
 fn parse_state(text: &str) -> Result<ConnectionState, StoreError> {
-    Ok(ConnectionState::parse(text).with_context(|| format!("stored state {text:?} is unknown"))?)
+    Ok(
+        ConnectionState::parse(text)
+            .with_context(|| format!("stored state {text:?} is unknown"))?,
+    )
 }
 
 impl FromRecord for ClaimedSync {

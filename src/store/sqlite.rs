@@ -1,0 +1,532 @@
+//! SQLite through rusqlite, on the caller's thread: idle read connections, and the one writer
+//! connection with group commit.
+//!
+//! Group commit: each write transaction is a savepoint inside a transaction shared with the
+//! writes queued behind it. The last of a batch (nobody else waiting, or the batch full) commits
+//! it for all; every member answers only after that commit, so a 2xx still means committed. One
+//! WAL write then carries the pages that a run of inserts share (the tables' and indexes' last
+//! pages), where each write committing alone rewrote them all.
+
+use super::StoreError;
+use super::record::FromRecord;
+use super::sql::{Param, SqlBuilder};
+use anyhow::{Context, anyhow};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+pub(super) const PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+/// Most write transactions one commit carries: bounds how long the first waits for the last.
+const MAX_BATCH: usize = 32;
+
+/// How long a member waits for its batch's commit before committing it itself: only reached when
+/// the write queued behind it went away without taking its turn.
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+
+fn open(path: &std::path::Path, what: &str) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {} for {what}", path.display()))?;
+    // Room for the lists' statements, whose text varies with the filter.
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values stay valid if a holder panicked: they are only taken and put back.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Idle read connections, opened on demand.
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    max_idle: usize,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Readers {
+    pub(super) fn new(path: PathBuf, max_idle: usize) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        }
+    }
+
+    /// Runs `read` on an idle connection (or a new one), which goes back to the idle list.
+    pub(super) fn with<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = lock(&self.idle).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = open(&self.path, "reading")?;
+                // The writer set WAL mode; query_only makes a stray write an error here.
+                conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA query_only = 1;")?;
+                conn
+            }
+        };
+        let result = read(&conn);
+        let mut idle = lock(&self.idle);
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+        result
+    }
+
+    pub(super) fn close(&self) {
+        lock(&self.idle).clear();
+    }
+}
+
+/// The outcome of a batch's commit, sent to its members.
+type Outcome = Option<Result<(), String>>;
+
+/// The transaction that the current writes share.
+struct Batch {
+    id: u64,
+    /// Writes released into it so far.
+    members: usize,
+    done: watch::Sender<Outcome>,
+}
+
+#[derive(Default)]
+struct WriterState {
+    /// Here between turns; with the turn's holder during its turn.
+    conn: Option<rusqlite::Connection>,
+    batch: Option<Batch>,
+    batches: u64,
+}
+
+/// The one writer connection, opened on first use (and again after a failure lost it). One
+/// holder at a time: the semaphore queues the others without blocking threads.
+pub(super) struct Writer {
+    path: PathBuf,
+    synchronous: &'static str,
+    state: Mutex<WriterState>,
+    turn: Arc<Semaphore>,
+    /// Writes queued for a turn: while there are any, a batch stays open for them.
+    waiting: AtomicUsize,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a write as waiting until it gets its turn (or gives up).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Writer {
+    pub(super) fn new(path: PathBuf, synchronous: &'static str) -> Self {
+        Self {
+            path,
+            synchronous,
+            state: Mutex::new(WriterState::default()),
+            turn: Arc::new(Semaphore::new(1)),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    fn connection(&self, state: &mut WriterState) -> Result<rusqlite::Connection, StoreError> {
+        match state.conn.take() {
+            Some(conn) => Ok(conn),
+            None => {
+                let conn = open(&self.path, "writing")?;
+                conn.execute_batch(PRAGMAS)?;
+                conn.execute_batch(self.synchronous)?;
+                Ok(conn)
+            }
+        }
+    }
+
+    /// Starts a write transaction: a savepoint in the open batch, or in a new one that takes the
+    /// database's write lock at once (BEGIN IMMEDIATE).
+    pub(super) async fn begin(self: &Arc<Self>) -> Result<WriteTurn, StoreError> {
+        let waiting = Waiting::new(&self.waiting);
+        let permit = Arc::clone(&self.turn)
+            .acquire_owned()
+            .await
+            .context("the SQLite writer is closed")?;
+        drop(waiting);
+        let mut state = lock(&self.state);
+        let conn = self.connection(&mut state)?;
+        let joined = match &state.batch {
+            Some(batch) => Ok(batch.id),
+            None => conn.execute_batch("BEGIN IMMEDIATE").map(|()| {
+                state.batches += 1;
+                let id = state.batches;
+                state.batch = Some(Batch {
+                    id,
+                    members: 0,
+                    done: watch::Sender::new(None),
+                });
+                id
+            }),
+        };
+        let started = joined.and_then(|batch| {
+            conn.execute_batch("SAVEPOINT write")?;
+            Ok(batch)
+        });
+        match started {
+            Ok(batch) => Ok(WriteTurn {
+                writer: Arc::clone(self),
+                conn: Some(conn),
+                batch,
+                turn: Some(permit),
+            }),
+            Err(err) => {
+                // A batch that could not take a savepoint is finished for its members.
+                self.end_turn(&mut state, conn, false);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Puts the connection back at the end of a turn, and commits the batch unless another
+    /// write is queued to join it. Returns the batch's outcome to wait for when `joined`.
+    fn end_turn(
+        &self,
+        state: &mut WriterState,
+        conn: rusqlite::Connection,
+        joined: bool,
+    ) -> Option<watch::Receiver<Outcome>> {
+        let receiver = match &mut state.batch {
+            Some(batch) if joined => {
+                batch.members += 1;
+                Some(batch.done.subscribe())
+            }
+            _ => None,
+        };
+        let room = state
+            .batch
+            .as_ref()
+            .is_some_and(|batch| batch.members < MAX_BATCH);
+        if conn.is_autocommit() || !room || self.waiting.load(Ordering::SeqCst) == 0 {
+            close_batch(state, &conn);
+        }
+        state.conn = Some(conn);
+        receiver
+    }
+
+    /// Waits for batch `id` to be committed; commits it here if nobody else has in time.
+    async fn outcome(&self, id: u64, mut done: watch::Receiver<Outcome>) -> Result<(), StoreError> {
+        loop {
+            if let Ok(outcome) =
+                tokio::time::timeout(BATCH_WAIT, done.wait_for(Option::is_some)).await
+            {
+                let outcome = outcome
+                    .map_err(|_| anyhow!("the write batch ended without an outcome"))?
+                    .clone();
+                return match outcome {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(error)) => Err(anyhow!("committing the write batch: {error}").into()),
+                    None => unreachable!("wait_for returned an unset outcome"),
+                };
+            }
+            let _turn = self
+                .turn
+                .acquire()
+                .await
+                .context("the SQLite writer is closed")?;
+            let mut state = lock(&self.state);
+            if state.batch.as_ref().is_some_and(|batch| batch.id == id)
+                && let Some(conn) = state.conn.take()
+            {
+                close_batch(&mut state, &conn);
+                state.conn = Some(conn);
+            }
+        }
+    }
+
+    /// Commits an open batch and closes the connection, after the turn in progress.
+    pub(super) async fn close(&self) {
+        if let Ok(_turn) = self.turn.acquire().await {
+            let mut state = lock(&self.state);
+            if let Some(conn) = state.conn.take() {
+                close_batch(&mut state, &conn);
+            }
+        }
+    }
+}
+
+/// Commits the open batch (rolls it back when it has no members, or when its transaction is
+/// already gone) and tells its members.
+fn close_batch(state: &mut WriterState, conn: &rusqlite::Connection) {
+    let Some(batch) = state.batch.take() else {
+        return;
+    };
+    let outcome = if conn.is_autocommit() {
+        Err("the transaction was rolled back by an error in one of its writes".to_owned())
+    } else if batch.members == 0 {
+        conn.execute_batch("ROLLBACK")
+            .map_err(|err| err.to_string())
+    } else {
+        conn.execute_batch("COMMIT").map_err(|err| err.to_string())
+    };
+    if outcome.is_err() && !conn.is_autocommit() {
+        // Nothing of a failed commit may linger into the next batch.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    batch.done.send_replace(Some(outcome));
+}
+
+/// One write transaction on the writer connection: rolled back when dropped without `commit`.
+pub struct WriteTurn {
+    writer: Arc<Writer>,
+    conn: Option<rusqlite::Connection>,
+    batch: u64,
+    turn: Option<OwnedSemaphorePermit>,
+}
+
+impl WriteTurn {
+    pub(super) fn conn(&self) -> Result<&rusqlite::Connection, StoreError> {
+        self.conn
+            .as_ref()
+            .ok_or_else(|| anyhow!("the SQLite write transaction has ended").into())
+    }
+
+    /// Releases the savepoint into the batch and returns once the batch is committed.
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        let conn = self
+            .conn
+            .take()
+            .ok_or_else(|| anyhow!("the SQLite write transaction has ended"))?;
+        let released = conn.execute_batch("RELEASE write");
+        if released.is_err() {
+            roll_back_savepoint(&conn);
+        }
+        let done = {
+            let mut state = lock(&self.writer.state);
+            self.writer.end_turn(&mut state, conn, released.is_ok())
+        };
+        // The next write may start while this one waits for the commit.
+        self.turn.take();
+        released?;
+        let done = done.ok_or_else(|| anyhow!("the write batch was gone before its commit"))?;
+        self.writer.outcome(self.batch, done).await
+    }
+}
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        roll_back_savepoint(&conn);
+        let mut state = lock(&self.writer.state);
+        self.writer.end_turn(&mut state, conn, false);
+    }
+}
+
+/// Undoes the current write's savepoint, leaving the batch's other writes in place.
+fn roll_back_savepoint(conn: &rusqlite::Connection) {
+    if conn
+        .execute_batch("ROLLBACK TO write; RELEASE write")
+        .is_err()
+        && !conn.is_autocommit()
+    {
+        // The savepoint could not be undone alone: the whole batch goes, and `close_batch`
+        // reports that to its members.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// `query` prepared (once per connection and text) and bound.
+fn prepare<'c>(
+    conn: &'c rusqlite::Connection,
+    query: &SqlBuilder,
+) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+    let mut statement = conn.prepare_cached(query.sql())?;
+    for (i, param) in query.params().iter().enumerate() {
+        let name = format!("${}", i + 1);
+        let index = statement
+            .parameter_index(&name)?
+            .ok_or_else(|| anyhow!("the statement has no placeholder {name}"))?;
+        match param {
+            Param::Text(text) => statement.raw_bind_parameter(index, text)?,
+            Param::Int(int) => statement.raw_bind_parameter(index, int)?,
+            Param::NullText | Param::NullInt => {
+                statement.raw_bind_parameter(index, rusqlite::types::Null)?;
+            }
+        }
+    }
+    Ok(statement)
+}
+
+/// Runs a writing statement; returns the number of rows it changed.
+pub(super) fn execute(conn: &rusqlite::Connection, query: &SqlBuilder) -> Result<u64, StoreError> {
+    let changed = prepare(conn, query)?.raw_execute()?;
+    Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+}
+
+/// Up to `max_rows` rows of `query`.
+pub(super) fn fetch<T: FromRecord>(
+    conn: &rusqlite::Connection,
+    query: &SqlBuilder,
+    max_rows: usize,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = prepare(conn, query)?;
+    let mut rows = statement.raw_query();
+    let mut out = Vec::new();
+    while out.len() < max_rows
+        && let Some(row) = rows.next()?
+    {
+        out.push(T::from_record(row)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::Count;
+
+    fn writer() -> (Arc<Writer>, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tandem-sqlite-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (id TEXT PRIMARY KEY);")
+            .unwrap();
+        (
+            Arc::new(Writer::new(path.clone(), "PRAGMA synchronous = NORMAL")),
+            path,
+        )
+    }
+
+    fn insert(id: &str) -> SqlBuilder {
+        SqlBuilder::fixed("INSERT INTO t (id) VALUES ($1)", vec![Param::from(id)])
+    }
+
+    fn stored(path: &std::path::Path) -> i64 {
+        let readers = Readers::new(path.to_owned(), 1);
+        let count: Vec<Count> = readers
+            .with(|conn| {
+                fetch(
+                    conn,
+                    &SqlBuilder::fixed("SELECT COUNT(*) AS n FROM t", vec![]),
+                    1,
+                )
+            })
+            .unwrap();
+        count[0].0
+    }
+
+    async fn write(writer: &Arc<Writer>, id: &str) -> Result<(), StoreError> {
+        let turn = writer.begin().await?;
+        execute(turn.conn()?, &insert(id))?;
+        turn.commit().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits_and_all_land() {
+        let (writer, path) = writer();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let writer = Arc::clone(&writer);
+            tasks.spawn(async move { write(&writer, &format!("row-{i}")).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        assert_eq!(stored(&path), 400, "every acknowledged write is committed");
+        let batches = lock(&writer.state).batches;
+        assert!(
+            batches < 400,
+            "{batches} commits for 400 writes: none shared"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_or_abandoned_write_leaves_its_batch_mates_committed() {
+        let (writer, path) = writer();
+        write(&writer, "taken").await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let writer = Arc::clone(&writer);
+            tasks.spawn(async move {
+                let turn = writer.begin().await?;
+                match i % 3 {
+                    // A duplicate key: this write fails, the batch goes on.
+                    0 => execute(turn.conn()?, &insert("taken")).map(drop),
+                    // Dropped without commit: rolled back alone.
+                    1 => {
+                        execute(turn.conn()?, &insert(&format!("dropped-{i}")))?;
+                        drop(turn);
+                        Ok(())
+                    }
+                    _ => {
+                        execute(turn.conn()?, &insert(&format!("kept-{i}")))?;
+                        turn.commit().await
+                    }
+                }
+            });
+        }
+        let mut duplicates = 0;
+        while let Some(done) = tasks.join_next().await {
+            match done.unwrap() {
+                Ok(()) => {}
+                Err(StoreError::Duplicate) => duplicates += 1,
+                Err(other) => panic!("unexpected error: {other:#}"),
+            }
+        }
+        assert_eq!(duplicates, 20);
+        assert_eq!(
+            stored(&path),
+            1 + 20,
+            "the first row and the 20 committed ones"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_left_open_for_a_write_that_went_away_is_committed_by_its_member() {
+        let (writer, path) = writer();
+        let turn = writer.begin().await.unwrap();
+        execute(turn.conn().unwrap(), &insert("alone")).unwrap();
+        // A write queued for a turn that it will never take: the batch stays open for it.
+        let gone = Waiting::new(&writer.waiting);
+        let commit = tokio::spawn(turn.commit());
+        tokio::time::sleep(BATCH_WAIT / 5).await;
+        assert_eq!(
+            stored(&path),
+            0,
+            "not committed while a write is expected to join"
+        );
+        drop(gone);
+        let started = std::time::Instant::now();
+        commit.await.unwrap().unwrap();
+        assert!(started.elapsed() < BATCH_WAIT * 4);
+        assert_eq!(stored(&path), 1);
+    }
+}
