@@ -194,12 +194,10 @@ impl Db {
     ) -> Result<Vec<T>, StoreError> {
         match &self.sqlite {
             Some(sqlite) => {
-                let readers = Arc::clone(&sqlite.readers);
-                tokio::task::spawn_blocking(move || {
-                    readers.with(|conn| sqlite::fetch(conn, &query, usize::MAX))
-                })
-                .await
-                .context("the SQLite read task stopped")?
+                sqlite
+                    .readers
+                    .with_blocking(move |conn| sqlite::fetch(conn, &query, usize::MAX))
+                    .await
             }
             None => self.fetch_all(query).await,
         }

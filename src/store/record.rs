@@ -1,8 +1,7 @@
-//! Result rows read by column name, the same way from either driver: sqlx's rows (PostgreSQL,
-//! and SQLite writes) and rusqlite's (SQLite reads, see `db::SqliteReaders`).
+//! Result rows read by column name, the same way from either driver: sqlx's rows (PostgreSQL)
+//! and rusqlite's (SQLite, see `sqlite::NamedRow`).
 
 use super::StoreError;
-use anyhow::anyhow;
 use sqlx::any::AnyRow;
 
 /// A column type both drivers decode.
@@ -24,14 +23,6 @@ pub trait Record {
 impl Record for AnyRow {
     fn column<T: Column>(&self, name: &str) -> Result<T, StoreError> {
         Ok(sqlx::Row::try_get(self, name)?)
-    }
-}
-
-impl Record for rusqlite::Row<'_> {
-    fn column<T: Column>(&self, name: &str) -> Result<T, StoreError> {
-        rusqlite::Row::get(self, name).map_err(|err| {
-            StoreError::Other(anyhow!(err).context(format!("reading column {name}")))
-        })
     }
 }
 

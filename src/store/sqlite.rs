@@ -8,9 +8,10 @@
 //! pages), where each write committing alone rewrote them all.
 
 use super::StoreError;
-use super::record::FromRecord;
+use super::record::{Column, FromRecord, Record};
 use super::sql::{Param, SqlBuilder};
 use anyhow::{Context, anyhow};
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -48,6 +49,9 @@ pub(super) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<rusqlite::Connection>>,
     max_idle: usize,
+    /// Reads off the runtime's threads at once (`with_blocking`). Without a bound, a burst of
+    /// lists would each open, and then close, a connection of its own.
+    blocking: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Readers {
@@ -59,12 +63,33 @@ impl std::fmt::Debug for Readers {
 }
 
 impl Readers {
-    pub(super) fn new(path: PathBuf, max_idle: usize) -> Self {
+    /// Up to `max_blocking` reads run on blocking threads at once; the runtime's own threads
+    /// read besides them, so twice that many connections stay open.
+    pub(super) fn new(path: PathBuf, max_blocking: usize) -> Self {
         Self {
             path,
             idle: Mutex::new(Vec::new()),
-            max_idle,
+            max_idle: max_blocking.saturating_mul(2),
+            blocking: Arc::new(Semaphore::new(max_blocking)),
         }
+    }
+
+    /// `with` on a blocking thread, for reads that may visit many rows.
+    pub(super) async fn with_blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = Arc::clone(&self.blocking)
+            .acquire_owned()
+            .await
+            .context("the SQLite readers are closed")?;
+        let readers = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            readers.with(read)
+        })
+        .await
+        .context("the SQLite read task stopped")?
     }
 
     /// Runs `read` on an idle connection (or a new one), which goes back to the idle list.
@@ -397,14 +422,47 @@ pub(super) fn fetch<T: FromRecord>(
     max_rows: usize,
 ) -> Result<Vec<T>, StoreError> {
     let mut statement = prepare(conn, query)?;
+    let names: Vec<String> = statement
+        .column_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let mut rows = statement.raw_query();
     let mut out = Vec::new();
     while out.len() < max_rows
         && let Some(row) = rows.next()?
     {
-        out.push(T::from_record(row)?);
+        out.push(T::from_record(&NamedRow {
+            row,
+            names: &names,
+            next: Cell::new(0),
+        })?);
     }
     Ok(out)
+}
+
+/// A row whose columns are looked up by name starting after the last one found: decoders read
+/// the columns mostly in the statement's order, so a lookup usually compares one name.
+/// (rusqlite's own lookup compares, case-blind, every name before the one asked for.)
+struct NamedRow<'r, 's> {
+    row: &'r rusqlite::Row<'s>,
+    names: &'r [String],
+    next: Cell<usize>,
+}
+
+impl Record for NamedRow<'_, '_> {
+    fn column<T: Column>(&self, name: &str) -> Result<T, StoreError> {
+        let count = self.names.len();
+        let start = self.next.get();
+        let index = (0..count)
+            .map(|offset| (start + offset) % count)
+            .find(|&i| self.names[i] == name)
+            .ok_or_else(|| anyhow!("the result has no column {name}"))?;
+        self.next.set(index + 1);
+        self.row
+            .get(index)
+            .map_err(|err| StoreError::Other(anyhow!(err).context(format!("reading column {name}"))))
+    }
 }
 
 #[cfg(test)]
@@ -528,5 +586,32 @@ mod tests {
         commit.await.unwrap().unwrap();
         assert!(started.elapsed() < BATCH_WAIT * 4);
         assert_eq!(stored(&path), 1);
+    }
+
+    struct OutOfOrder(i64, String, i64);
+
+    impl FromRecord for OutOfOrder {
+        fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+            Ok(OutOfOrder(row.column("c")?, row.column("b")?, row.column("a")?))
+        }
+    }
+
+    struct Missing;
+
+    impl FromRecord for Missing {
+        fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+            row.column::<i64>("d").map(|_| Missing)
+        }
+    }
+
+    #[test]
+    fn columns_are_found_by_name_in_any_order() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let query = SqlBuilder::fixed("SELECT 1 AS a, 'x' AS b, 3 AS c", vec![]);
+        let rows: Vec<OutOfOrder> = fetch(&conn, &query, 1).unwrap();
+        let OutOfOrder(c, b, a) = &rows[0];
+        assert_eq!((*a, b.as_str(), *c), (1, "x", 3));
+        let err = fetch::<Missing>(&conn, &query, 1).err().unwrap();
+        assert!(format!("{err:#}").contains("no column d"), "{err:#}");
     }
 }
