@@ -36,6 +36,12 @@ fn open(path: &std::path::Path, what: &str) -> Result<rusqlite::Connection, Stor
     .with_context(|| format!("opening {} for {what}", path.display()))?;
     // Room for the lists' statements, whose text varies with the filter.
     conn.set_prepared_statement_cache_capacity(64);
+    // Plans that do not depend on the values bound: otherwise a statement whose plan peeked at
+    // one (a LIMIT, say) is compiled again every time it is bound.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(conn)
 }
 
@@ -459,9 +465,9 @@ impl Record for NamedRow<'_, '_> {
             .find(|&i| self.names[i] == name)
             .ok_or_else(|| anyhow!("the result has no column {name}"))?;
         self.next.set(index + 1);
-        self.row
-            .get(index)
-            .map_err(|err| StoreError::Other(anyhow!(err).context(format!("reading column {name}"))))
+        self.row.get(index).map_err(|err| {
+            StoreError::Other(anyhow!(err).context(format!("reading column {name}")))
+        })
     }
 }
 
@@ -592,7 +598,11 @@ mod tests {
 
     impl FromRecord for OutOfOrder {
         fn from_record(row: &impl Record) -> Result<Self, StoreError> {
-            Ok(OutOfOrder(row.column("c")?, row.column("b")?, row.column("a")?))
+            Ok(OutOfOrder(
+                row.column("c")?,
+                row.column("b")?,
+                row.column("a")?,
+            ))
         }
     }
 
@@ -613,5 +623,25 @@ mod tests {
         assert_eq!((*a, b.as_str(), *c), (1, "x", 3));
         let err = fetch::<Missing>(&conn, &query, 1).err().unwrap();
         assert!(format!("{err:#}").contains("no column d"), "{err:#}");
+    }
+
+    #[test]
+    fn binding_a_limit_does_not_compile_the_statement_again() {
+        let (_, path) = writer();
+        let conn = open(&path, "reading").unwrap();
+        for limit in [1, 2, 3] {
+            let query = SqlBuilder::fixed(
+                "SELECT COUNT(*) AS n FROM (SELECT id FROM t LIMIT $1)",
+                vec![Param::Int(limit)],
+            );
+            let _: Vec<Count> = fetch(&conn, &query, 1).unwrap();
+        }
+        let statement = conn
+            .prepare_cached("SELECT COUNT(*) AS n FROM (SELECT id FROM t LIMIT $1)")
+            .unwrap();
+        assert_eq!(
+            statement.get_status(rusqlite::StatementStatus::RePrepare),
+            0
+        );
     }
 }
