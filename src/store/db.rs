@@ -29,7 +29,8 @@ pub enum Backend {
 /// sqlx: its SQLite driver runs each connection on a thread of its own and hands every query
 /// and row across threads, which cost a get-by-id more CPU in thread switches than SQLite spent
 /// answering it, and a create four round trips to the writer's thread. They run on rusqlite
-/// connections instead, on the calling thread. The sqlx pools remain for migrations and tests.
+/// connections instead, on the calling thread. The sqlx pools remain for migrations, tests and
+/// a few operator reads (sync history, the mail queue).
 #[derive(Clone, Debug)]
 pub struct Db {
     pub backend: Backend,
