@@ -83,9 +83,16 @@ fn user_from_row(row: &impl Record, prefix: &str) -> Result<UserRef, StoreError>
     })
 }
 
+/// A connection state as stored; an unknown one is an error (the database holds only ours).
+pub(crate) fn parse_stored_state(text: &str) -> Result<ConnectionState, StoreError> {
+    Ok(
+        ConnectionState::parse(text)
+            .with_context(|| format!("stored state {text:?} is unknown"))?,
+    )
+}
+
 impl FromRecord for Connection {
     fn from_record(row: &impl Record) -> Result<Self, StoreError> {
-        let state: String = row.column("state")?;
         let provider: String = row.column("provider_name")?;
         Ok(Connection {
             id: ResourceId::from_trusted(row.column("id")?),
@@ -96,8 +103,7 @@ impl FromRecord for Connection {
             provider: ProviderName::parse("provider_name", &provider)
                 .context("stored provider name is invalid")?,
             connected_resource_id: row.column("connected_resource_id")?,
-            state: ConnectionState::parse(&state)
-                .with_context(|| format!("stored state {state:?} is unknown"))?,
+            state: parse_stored_state(&row.column::<String>("state")?)?,
             state_reason: row.column("state_reason")?,
             revision: row.column("revision")?,
             created_at: Timestamp::from_millis(row.column("created_at")?),

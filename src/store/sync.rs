@@ -2,7 +2,7 @@
 //! outcome of a run (schedule, state, pushed membership, history) in one transaction, and
 //! reading the history back.
 
-use super::connections::columns;
+use super::connections::{columns, parse_stored_state};
 use super::record::{FromRecord, Record};
 use super::sql::{Param, SqlBuilder, params};
 use super::{Backend, Db, StoreError, Tx};
@@ -155,13 +155,6 @@ fn parse_trigger(text: &str) -> Result<Trigger, StoreError> {
     Ok(Trigger::parse(text).with_context(|| format!("stored sync trigger {text:?} is unknown"))?)
 }
 
-fn parse_state(text: &str) -> Result<ConnectionState, StoreError> {
-    Ok(
-        ConnectionState::parse(text)
-            .with_context(|| format!("stored state {text:?} is unknown"))?,
-    )
-}
-
 impl FromRecord for ClaimedSync {
     fn from_record(row: &impl Record) -> Result<Self, StoreError> {
         Ok(ClaimedSync {
@@ -187,7 +180,7 @@ impl FromRecord for SyncedConnection {
     fn from_record(row: &impl Record) -> Result<Self, StoreError> {
         Ok(SyncedConnection {
             lease_owner: row.column("lease_owner")?,
-            state: parse_state(&row.column::<String>("state")?)?,
+            state: parse_stored_state(&row.column::<String>("state")?)?,
             schedule: Schedule {
                 next_sync_at: Timestamp::from_millis(row.column("next_sync_at")?),
                 trigger: parse_trigger(&row.column::<String>("next_sync_trigger")?)?,
@@ -430,9 +423,7 @@ async fn status(
     else {
         return Ok(None);
     };
-    let state_text: String = row.try_get("state")?;
-    let state = ConnectionState::parse(&state_text)
-        .with_context(|| format!("stored state {state_text:?} is unknown"))?;
+    let state = parse_stored_state(&row.try_get::<String, _>("state")?)?;
     let syncable = matches!(state, ConnectionState::Pending | ConnectionState::Active);
     Ok(Some(SyncStatus {
         state,
@@ -473,11 +464,9 @@ async fn runs(
     let rows = q.build().fetch_all(&mut *conn).await?;
     rows.iter()
         .map(|row| {
-            let trigger: String = row.try_get("run_trigger")?;
             Ok(SyncRun {
                 id: ResourceId::from_trusted(row.try_get("id")?),
-                trigger: Trigger::parse(&trigger)
-                    .with_context(|| format!("stored trigger {trigger:?} is unknown"))?,
+                trigger: parse_trigger(&row.try_get::<String, _>("run_trigger")?)?,
                 started_at: Timestamp::from_millis(row.try_get("started_at")?),
                 finished_at: Timestamp::from_millis(row.try_get("finished_at")?),
                 added: row.try_get("added")?,
