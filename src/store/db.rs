@@ -151,6 +151,28 @@ impl Db {
         }
     }
 
+    /// Runs one writing statement with `RETURNING` on its own; returns its rows.
+    pub async fn execute_returning<T: FromRecord>(
+        &self,
+        query: SqlBuilder,
+    ) -> Result<Vec<T>, StoreError> {
+        match &self.sqlite {
+            Some(_) => {
+                let mut tx = self.begin().await?;
+                let rows = tx.fetch_all(query).await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+            None => query
+                .build()
+                .fetch_all(&self.write)
+                .await?
+                .iter()
+                .map(T::from_record)
+                .collect(),
+        }
+    }
+
     /// The row a lookup by key finds, if any. On SQLite it is read on the calling thread: a
     /// lookup by key visits a handful of cached pages, less work than a hand-off to a thread.
     pub async fn fetch_optional<T: FromRecord>(

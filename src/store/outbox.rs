@@ -130,15 +130,12 @@ impl DeliveryQueue for SqlOutbox {
                  ORDER BY next_attempt_at, id LIMIT $4{lock}) \
              RETURNING id, kind, recipient, locale, payload, attempts"
         );
-        let mut tx = self.db.begin().await?;
-        let claimed = tx
-            .fetch_all(SqlBuilder::fixed(
+        self.db
+            .execute_returning(SqlBuilder::fixed(
                 &sql,
                 params![owner, lease_until.millis(), now.millis(), i64::from(limit)],
             ))
-            .await?;
-        tx.commit().await?;
-        Ok(claimed)
+            .await
     }
 
     async fn mark_sent(&self, id: &str, now: Timestamp) -> Result<(), StoreError> {

@@ -232,10 +232,7 @@ impl SyncRepository for SqlSync {
             columns!(),
             ", next_sync_at, next_sync_trigger, consecutive_failures"
         ));
-        let mut tx = self.db.begin().await?;
-        let claimed = tx.fetch_all(q).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        self.db.execute_returning(q).await
     }
 
     async fn renew(
