@@ -252,7 +252,7 @@ pub enum Tx {
 impl Tx {
     pub async fn execute(&mut self, query: SqlBuilder) -> Result<u64, StoreError> {
         match self {
-            Tx::Sqlite(writer) => sqlite::execute(writer.conn()?, &query),
+            Tx::Sqlite(turn) => sqlite::execute(turn.conn()?, &query),
             Tx::Postgres(tx) => Ok(query.build().execute(&mut **tx).await?.rows_affected()),
         }
     }
@@ -261,29 +261,28 @@ impl Tx {
         &mut self,
         query: SqlBuilder,
     ) -> Result<Option<T>, StoreError> {
-        Ok(self.fetch_up_to(query, 1).await?.pop())
+        match self {
+            Tx::Sqlite(turn) => Ok(sqlite::fetch(turn.conn()?, &query, 1)?.pop()),
+            Tx::Postgres(tx) => query
+                .build()
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|row| T::from_record(&row))
+                .transpose(),
+        }
     }
 
     pub async fn fetch_all<T: FromRecord>(
         &mut self,
         query: SqlBuilder,
     ) -> Result<Vec<T>, StoreError> {
-        self.fetch_up_to(query, usize::MAX).await
-    }
-
-    async fn fetch_up_to<T: FromRecord>(
-        &mut self,
-        query: SqlBuilder,
-        max_rows: usize,
-    ) -> Result<Vec<T>, StoreError> {
         match self {
-            Tx::Sqlite(writer) => sqlite::fetch(writer.conn()?, &query, max_rows),
+            Tx::Sqlite(turn) => sqlite::fetch(turn.conn()?, &query, usize::MAX),
             Tx::Postgres(tx) => query
                 .build()
                 .fetch_all(&mut **tx)
                 .await?
                 .iter()
-                .take(max_rows)
                 .map(T::from_record)
                 .collect(),
         }
