@@ -32,12 +32,64 @@ impl Timestamp {
     }
 
     pub fn to_rfc3339(self) -> String {
+        // Lists show three timestamps per item; the `time` crate's formatter interprets its
+        // format description on every call, several times the cost of writing the digits.
+        if (MIN_FOUR_DIGIT_YEAR..=MAX_FOUR_DIGIT_YEAR).contains(&self.0) {
+            return self.four_digit_year_rfc3339();
+        }
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .ok()
             .and_then(|t| t.format(WIRE_FORMAT).ok())
             .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
     }
+
+    /// Years 0000-9999, with the civil date from Howard Hinnant's `civil_from_days`.
+    fn four_digit_year_rfc3339(self) -> String {
+        let days = self.0.div_euclid(86_400_000);
+        let ms_of_day = self.0.rem_euclid(86_400_000);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let day_of_era = z.rem_euclid(146_097);
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let mp = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = year_of_era + era * 400 + i64::from(month <= 2);
+        let mut out = [0u8; 24];
+        let mut put = |at: usize, value: i64, width: usize| {
+            let mut v = value;
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, ms_of_day / 3_600_000, 2);
+        put(14, ms_of_day / 60_000 % 60, 2);
+        put(17, ms_of_day / 1000 % 60, 2);
+        put(20, ms_of_day % 1000, 3);
+        for (at, separator) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (23, b'Z'),
+        ] {
+            out[at] = separator;
+        }
+        out.iter().map(|&b| char::from(b)).collect()
+    }
 }
+
+/// 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z in Unix milliseconds.
+const MIN_FOUR_DIGIT_YEAR: i64 = -62_167_219_200_000;
+const MAX_FOUR_DIGIT_YEAR: i64 = 253_402_300_799_999;
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,6 +122,48 @@ mod tests {
     fn length_is_inside_the_seed_bounds() {
         let s = Timestamp::now().to_rfc3339();
         assert!((20..=30).contains(&s.len()), "{s}");
+    }
+
+    /// The `time` crate's rendering of the same instant, which the fast path must match.
+    fn formatted_by_time(ms: i64) -> String {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap()
+            .format(WIRE_FORMAT)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_four_digit_year_range_ends_where_its_constants_say() {
+        assert_eq!(
+            formatted_by_time(MIN_FOUR_DIGIT_YEAR),
+            "0000-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            formatted_by_time(MAX_FOUR_DIGIT_YEAR),
+            "9999-12-31T23:59:59.999Z"
+        );
+        for ms in [
+            MIN_FOUR_DIGIT_YEAR,
+            MAX_FOUR_DIGIT_YEAR,
+            -1,
+            951_782_400_000,
+            4_107_542_400_000,
+        ] {
+            assert_eq!(
+                Timestamp::from_millis(ms).to_rfc3339(),
+                formatted_by_time(ms),
+                "{ms}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_formatter_agrees_with_the_time_crate(
+            ms in MIN_FOUR_DIGIT_YEAR..=MAX_FOUR_DIGIT_YEAR
+        ) {
+            proptest::prop_assert_eq!(Timestamp::from_millis(ms).to_rfc3339(), formatted_by_time(ms));
+        }
     }
 
     #[test]
