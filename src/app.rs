@@ -53,7 +53,8 @@ impl Application {
             config.database.max_connections,
             config.database.sqlite_synchronous,
         )
-        .await?;
+        .await?
+        .with_row_caches(config.database.row_cache_entries)?;
         db.migrate().await?;
         let auth = authenticator(&config).await?;
         let providers = Arc::new(config.effective_providers());

@@ -90,6 +90,9 @@ pub struct DatabaseConfig {
     /// SQLite only: `normal` (default) makes a commit survive the process being killed;
     /// `full` also survives power loss, at one disk flush per commit.
     pub sqlite_synchronous: SqliteSynchronous,
+    /// SQLite only: connections and invitations kept in memory for reads by id, per table
+    /// (0 turns the caches off). Any write to a table empties its cache.
+    pub row_cache_entries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -193,6 +196,7 @@ impl Default for DatabaseConfig {
             url: None,
             max_connections: 16,
             sqlite_synchronous: SqliteSynchronous::Normal,
+            row_cache_entries: 32_768,
         }
     }
 }
@@ -414,6 +418,7 @@ pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
     ("database.url", ValueKind::Text),
     ("database.max_connections", ValueKind::Integer),
     ("database.sqlite_synchronous", ValueKind::Text),
+    ("database.row_cache_entries", ValueKind::Integer),
     ("auth.admin_claim", ValueKind::Text),
     ("auth.admin_value", ValueKind::Text),
     ("rate_limit.per_second", ValueKind::Float),

@@ -188,7 +188,9 @@ async fn activating_a_connection_whose_provider_is_no_longer_configured_is_422(b
         )
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .as_ref()
+        .clone();
     retired.id = tandem::domain::ids::ResourceId::generate();
     retired.provider = tandem::domain::connection::ProviderName::parse("name", "retired").unwrap();
     store.insert(&retired).await.unwrap();
@@ -828,3 +830,84 @@ on_both_backends!(
     unknown_paths_and_methods_are_problems_too,
     the_admin_openapi_document_is_served,
 );
+
+// ---- Reads by id from the SQLite row cache -------------------------------------------------
+
+/// On SQLite reads by id come from memory once read. Each acknowledged action must show in
+/// the next read, while other clients keep reading (and refilling the cache) during commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_each_acknowledged_action_shows_in_the_next_read_despite_concurrent_reads() {
+    let app = std::sync::Arc::new(TestApp::spawn(Backend::Sqlite).await);
+    let (created, _) = create(&app, "cache-race").await;
+    let path = format!("{BASE}/{}", created["id"].as_str().unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, path, stop) = (app.clone(), path.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    app.get_json(&app.admin(), &path).await;
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for round in 0..100 {
+        let target = if round % 2 == 0 { "active" } else { "inactive" };
+        let res = app
+            .as_admin(Method::POST, &format!("{path}/{target}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+        let res = app.as_admin(Method::GET, &path).send().await.unwrap();
+        assert_eq!(
+            res.headers()["etag"].to_str().unwrap(),
+            etag,
+            "round {round}"
+        );
+        assert_eq!(json(res).await["state"], target, "round {round}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+}
+
+/// A row deleted through the API is gone for reads by id at once, cache or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_deleted_connection_is_not_served_from_memory() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (created, _) = create(&app, "cache-delete").await;
+    let path = format!("{BASE}/{}", created["id"].as_str().unwrap());
+    app.get_json(&app.admin(), &path).await;
+    let res = app.as_admin(Method::DELETE, &path).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let res = app.as_admin(Method::GET, &path).send().await.unwrap();
+    assert_problem(res, 404, "notFound").await;
+}
+
+/// The caches are right only for a database's one writer: a second instance on the same SQLite
+/// database is refused while the first caches, whichever of the two has caches on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_beside_a_caching_one_on_sqlite_is_refused() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut without_caches = app.config.clone();
+    without_caches.database.row_cache_entries = 0;
+    for config in [app.config.clone(), without_caches.clone()] {
+        let err = match tandem::app::Application::build(config).await {
+            Ok(_) => panic!("a second instance started beside a caching one"),
+            Err(err) => format!("{err:#}"),
+        };
+        assert!(err.contains("another tandem instance"), "{err}");
+        assert!(err.contains("row_cache_entries = 0"), "{err}");
+    }
+    // Instances that all run without caches share the database, as before.
+    let shared = TestApp::spawn_with(Backend::Sqlite, common::several_instances).await;
+    let mut second = shared.config.clone();
+    common::several_instances(&mut second);
+    assert!(tandem::app::Application::build(second).await.is_ok());
+}

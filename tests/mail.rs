@@ -5,7 +5,7 @@ mod common;
 #[path = "common/smtp.rs"]
 mod smtp;
 
-use common::{Backend, TestApp};
+use common::{Backend, TestApp, several_instances};
 use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::json;
 use smtp::SmtpServer;
@@ -301,6 +301,7 @@ async fn several_instances_share_the_queue_and_send_each_message_once(backend: B
     let server = SmtpServer::bind(0).await;
     let app = TestApp::spawn_with(backend, |c| {
         quick_email(c);
+        several_instances(c);
         c.email.batch_size = 3;
         c.email.smtp = Some(smtp_on(server.port));
     })
@@ -449,6 +450,7 @@ async fn an_enqueue_wakes_the_worker_before_its_next_poll(backend: Backend) {
     let server = SmtpServer::bind(0).await;
     let app = TestApp::spawn_with(backend, |c| {
         quick_email(c);
+        several_instances(c);
         c.email.poll_interval_ms = 600_000;
         c.email.smtp = Some(smtp_on(server.port));
     })
@@ -482,6 +484,7 @@ async fn an_enqueue_wakes_the_worker_before_its_next_poll(backend: Backend) {
 async fn delivered_messages_are_deleted_after_the_retention_period(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         quick_email(c);
+        several_instances(c);
         c.email.retain_sent_days = 7;
     })
     .await;
@@ -530,6 +533,7 @@ async fn relay_credentials_are_used_and_never_recorded(backend: Backend) {
     let wrong = login("wrong-password-0815");
     let app = TestApp::spawn_with(backend, |c| {
         quick_email(c);
+        several_instances(c);
         c.email.smtp = Some(wrong);
     })
     .await;

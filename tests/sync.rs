@@ -4,7 +4,7 @@
 mod common;
 mod sync_fakes;
 
-use common::{Backend, TestApp, assert_problem, json};
+use common::{Backend, TestApp, assert_problem, json, several_instances};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -846,6 +846,7 @@ fn now_millis() -> i64 {
 async fn a_crashed_instances_lease_is_taken_over_when_it_expires(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         fast(c);
+        several_instances(c);
         c.sync.enabled = false;
     })
     .await;

@@ -92,12 +92,19 @@ pub fn router(state: AppState) -> Router {
         ]))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let request_id = req
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!(
+                "request",
+                method = req.method().as_str(),
+                path = req.uri().path(),
+                request_id
+            )
+        }))
         // Outside the limits and timeouts, so that their answers are rendered too.
         .layer(middleware::from_fn(render_errors))
         .layer(TimeoutLayer::with_status_code(

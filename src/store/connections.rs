@@ -1,6 +1,7 @@
 //! Customer audience connections in SQL.
 
 use super::record::{FromRecord, Record};
+use super::row_cache::RowCache;
 use super::sql::{Param, SqlBuilder, params};
 use super::{Backend, Db, StoreError};
 use crate::domain::connection::{
@@ -12,6 +13,7 @@ use crate::domain::time::Timestamp;
 use crate::domain::user::UserRef;
 use anyhow::Context;
 use async_trait::async_trait;
+use std::sync::Arc;
 
 /// Which connections a list request wants.
 #[derive(Debug, Clone, Default)]
@@ -38,7 +40,8 @@ pub trait ConnectionRepository: Send + Sync {
     /// Stores a new connection; `StoreError::Duplicate` when the audience already has a
     /// connection to that provider name.
     async fn insert(&self, connection: &Connection) -> Result<(), StoreError>;
-    async fn get(&self, id: &ResourceId) -> Result<Option<Connection>, StoreError>;
+    /// Shared: on SQLite the row may come from the cache of rows read by id.
+    async fn get(&self, id: &ResourceId) -> Result<Option<Arc<Connection>>, StoreError>;
     async fn list(&self, filter: &ConnectionFilter) -> Result<Vec<Connection>, StoreError>;
     /// Applies an action atomically: the precondition and the state machine are checked against
     /// the row as it is when locked.
@@ -56,11 +59,13 @@ pub trait ConnectionRepository: Send + Sync {
 
 pub struct SqlConnections {
     db: Db,
+    by_id: Option<Arc<RowCache<Connection>>>,
 }
 
 impl SqlConnections {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        let by_id = db.row_cache("audience_connections");
+        Self { db, by_id }
     }
 }
 
@@ -153,16 +158,20 @@ impl ConnectionRepository for SqlConnections {
         Ok(())
     }
 
-    async fn get(&self, id: &ResourceId) -> Result<Option<Connection>, StoreError> {
+    async fn get(&self, id: &ResourceId) -> Result<Option<Arc<Connection>>, StoreError> {
         self.db
-            .fetch_optional(SqlBuilder::fixed(
-                concat!(
-                    "SELECT ",
-                    columns!(),
-                    " FROM audience_connections WHERE id = $1"
+            .fetch_by_key(
+                self.by_id.as_deref(),
+                id.as_str(),
+                SqlBuilder::fixed(
+                    concat!(
+                        "SELECT ",
+                        columns!(),
+                        " FROM audience_connections WHERE id = $1"
+                    ),
+                    vec![Param::Text(id.as_str().to_owned())],
                 ),
-                vec![Param::Text(id.as_str().to_owned())],
-            ))
+            )
             .await
     }
 

@@ -4,6 +4,7 @@
 //! types (TEXT, BIGINT for millisecond timestamps and counters).
 
 use super::record::FromRecord;
+use super::row_cache::RowCache;
 use super::sql::SqlBuilder;
 use super::{StoreError, sqlite};
 use crate::config::SqliteSynchronous;
@@ -37,13 +38,18 @@ pub struct Db {
     pub read: AnyPool,
     pub write: AnyPool,
     sqlite: Option<Sqlite>,
+    /// Rows each `row_cache` holds at most (SQLite only; 0: no caches).
+    row_cache_entries: usize,
 }
 
 /// The rusqlite side of a SQLite database: readers and the one writer.
 #[derive(Clone, Debug)]
 struct Sqlite {
+    path: std::path::PathBuf,
     readers: Arc<sqlite::Readers>,
     writer: Arc<sqlite::Writer>,
+    /// A serving instance's lock on the database (see `with_row_caches`).
+    instance_lock: Option<Arc<std::fs::File>>,
 }
 
 fn sqlite_readers_cap() -> u32 {
@@ -116,7 +122,9 @@ impl Db {
                 let readers = usize::try_from(sqlite_readers_cap()).unwrap_or(usize::MAX);
                 Some(Sqlite {
                     readers: Arc::new(sqlite::Readers::new(path.clone(), readers)),
-                    writer: Arc::new(sqlite::Writer::new(path, synchronous)),
+                    writer: Arc::new(sqlite::Writer::new(path.clone(), synchronous)),
+                    path,
+                    instance_lock: None,
                 })
             }
             Backend::Postgres => None,
@@ -126,7 +134,82 @@ impl Db {
             read,
             write,
             sqlite,
+            row_cache_entries: 0,
         })
+    }
+
+    /// Lets `row_cache` keep up to `entries` rows per table, for a serving instance. On SQLite
+    /// the caches are right only while no other instance writes the database, so an instance
+    /// holds a lock on `<database>.lock` for as long as its `Db` lives: exclusive with caches,
+    /// shared without. Instances that share a SQLite database must all run with `entries` 0.
+    pub fn with_row_caches(mut self, entries: usize) -> anyhow::Result<Self> {
+        if let Some(sqlite) = self.sqlite.as_mut() {
+            let mut path = sqlite.path.clone().into_os_string();
+            path.push(".lock");
+            let path = std::path::PathBuf::from(path);
+            let file = std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let locked = if entries > 0 {
+                file.try_lock()
+            } else {
+                file.try_lock_shared()
+            };
+            if let Err(err) = locked {
+                anyhow::bail!(
+                    "another tandem instance is serving the SQLite database {} and one of the \
+                     two would cache rows the other changes ({} is locked: {err}). Instances \
+                     that share a SQLite database must all set database.row_cache_entries = 0; \
+                     or run several instances on PostgreSQL.",
+                    sqlite.path.display(),
+                    path.display()
+                );
+            }
+            sqlite.instance_lock = Some(Arc::new(file));
+        }
+        self.row_cache_entries = entries;
+        Ok(self)
+    }
+
+    /// A cache of `table`'s rows by key for `fetch_by_key`, kept current by the SQLite
+    /// writer (see `row_cache`). None on PostgreSQL, whose rows other instances change too,
+    /// and when `with_row_caches` allowed no rows.
+    pub fn row_cache<T: Send + Sync + 'static>(
+        &self,
+        table: &'static str,
+    ) -> Option<Arc<RowCache<T>>> {
+        let sqlite = self
+            .sqlite
+            .as_ref()
+            .filter(|_| self.row_cache_entries > 0)?;
+        let cache = Arc::new(RowCache::new(table, self.row_cache_entries));
+        sqlite.writer.register(cache.clone());
+        Some(cache)
+    }
+
+    /// The row with `key`, from `cache` when it holds it; `query` reads it otherwise.
+    pub async fn fetch_by_key<T: FromRecord + Send + Sync>(
+        &self,
+        cache: Option<&RowCache<T>>,
+        key: &str,
+        query: SqlBuilder,
+    ) -> Result<Option<Arc<T>>, StoreError> {
+        let Some(cache) = cache else {
+            return Ok(self.fetch_optional(query).await?.map(Arc::new));
+        };
+        match cache.get(key) {
+            Ok(row) => Ok(Some(row)),
+            Err(start) => {
+                let row = self.fetch_optional(query).await?.map(Arc::new);
+                if let Some(row) = &row {
+                    cache.keep(key, Arc::clone(row), start);
+                }
+                Ok(row)
+            }
+        }
     }
 
     /// Starts a write transaction. On SQLite it waits its turn for the one writer connection

@@ -2,6 +2,7 @@
 
 use super::outbox::{OutboxMessage, enqueue};
 use super::record::{Count, FromRecord, Record};
+use super::row_cache::RowCache;
 use super::sql::{Param, SqlBuilder, params};
 use super::{Backend, Db, StoreError};
 use crate::domain::filter::{Condition, Filter, Op, SortKey};
@@ -10,6 +11,7 @@ use crate::domain::invitation::{Invitation, InvitationState, InvitationType};
 use crate::domain::time::Timestamp;
 use anyhow::Context;
 use async_trait::async_trait;
+use std::sync::Arc;
 
 /// The fields of `filter` and `sortBy` (the seed's getInvitations), over the columns of the
 /// listing query (`effective_state` is the state as of now, expiry derived).
@@ -139,11 +141,13 @@ pub trait InvitationRepository: Send + Sync {
 
 pub struct SqlInvitations {
     db: Db,
+    by_id: Option<Arc<RowCache<Invitation>>>,
 }
 
 impl SqlInvitations {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        let by_id = db.row_cache("invitations");
+        Self { db, by_id }
     }
 }
 
@@ -373,14 +377,19 @@ impl InvitationRepository for SqlInvitations {
     }
 
     async fn get(&self, id: &ResourceId) -> Result<Option<Invitation>, StoreError> {
-        let invitation: Option<Invitation> = self
+        let invitation = self
             .db
-            .fetch_optional(SqlBuilder::fixed(
-                concat!("SELECT ", columns!(), " FROM invitations WHERE id = $1"),
-                vec![Param::Text(id.as_str().to_owned())],
-            ))
+            .fetch_by_key(
+                self.by_id.as_deref(),
+                id.as_str(),
+                SqlBuilder::fixed(
+                    concat!("SELECT ", columns!(), " FROM invitations WHERE id = $1"),
+                    vec![Param::Text(id.as_str().to_owned())],
+                ),
+            )
             .await?;
-        Ok(invitation.map(|i| i.as_of(Timestamp::now())))
+        // The cache holds the row as stored; expiry is worked out at each read.
+        Ok(invitation.map(|i| Invitation::clone(&i).as_of(Timestamp::now())))
     }
 
     async fn list(

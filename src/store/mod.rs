@@ -8,6 +8,7 @@ pub mod entitlements;
 pub mod invitations;
 pub mod outbox;
 pub mod record;
+pub mod row_cache;
 pub mod sql;
 mod sqlite;
 pub mod sync;

@@ -9,6 +9,7 @@
 
 use super::StoreError;
 use super::record::{Column, FromRecord, Record};
+use super::row_cache::{Caches, Invalidate};
 use super::sql::{Param, SqlBuilder};
 use anyhow::{Context, anyhow};
 use std::cell::Cell;
@@ -154,6 +155,8 @@ pub(super) struct Writer {
     turn: Arc<Semaphore>,
     /// Writes queued for a turn: while there are any, a batch stays open for them.
     waiting: AtomicUsize,
+    /// Row caches that the batches' commits keep current.
+    caches: Arc<Caches>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -188,7 +191,13 @@ impl Writer {
             state: Mutex::new(WriterState::default()),
             turn: Arc::new(Semaphore::new(1)),
             waiting: AtomicUsize::new(0),
+            caches: Arc::default(),
         }
+    }
+
+    /// Keeps `cache` current: emptied by every commit that changed its table.
+    pub(super) fn register(&self, cache: Arc<dyn Invalidate>) {
+        self.caches.register(cache);
     }
 
     fn connection(&self, state: &mut WriterState) -> Result<rusqlite::Connection, StoreError> {
@@ -198,6 +207,12 @@ impl Writer {
                 let conn = open(&self.path, "writing")?;
                 conn.execute_batch(PRAGMAS)?;
                 conn.execute_batch(self.synchronous)?;
+                let caches = Arc::clone(&self.caches);
+                conn.update_hook(Some(
+                    move |_: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
+                        caches.changed(table);
+                    },
+                ))?;
                 Ok(conn)
             }
         }
@@ -266,7 +281,7 @@ impl Writer {
             .as_ref()
             .is_some_and(|batch| batch.members < MAX_BATCH);
         if conn.is_autocommit() || !room || self.waiting.load(Ordering::SeqCst) == 0 {
-            close_batch(state, &conn);
+            close_batch(state, &conn, &self.caches);
         }
         state.conn = Some(conn);
         receiver
@@ -296,7 +311,7 @@ impl Writer {
             if state.batch.as_ref().is_some_and(|batch| batch.id == id)
                 && let Some(conn) = state.conn.take()
             {
-                close_batch(&mut state, &conn);
+                close_batch(&mut state, &conn, &self.caches);
                 state.conn = Some(conn);
             }
         }
@@ -307,18 +322,19 @@ impl Writer {
         if let Ok(_turn) = self.turn.acquire().await {
             let mut state = lock(&self.state);
             if let Some(conn) = state.conn.take() {
-                close_batch(&mut state, &conn);
+                close_batch(&mut state, &conn, &self.caches);
             }
         }
     }
 }
 
 /// Commits the open batch (rolls it back when it has no members, or when its transaction is
-/// already gone) and tells its members.
-fn close_batch(state: &mut WriterState, conn: &rusqlite::Connection) {
+/// already gone) and tells its members, once the row caches agree with the outcome.
+fn close_batch(state: &mut WriterState, conn: &rusqlite::Connection, caches: &Caches) {
     let Some(batch) = state.batch.take() else {
         return;
     };
+    caches.before_commit();
     let outcome = if conn.is_autocommit() {
         Err("the transaction was rolled back by an error in one of its writes".to_owned())
     } else if batch.members == 0 {
@@ -331,6 +347,7 @@ fn close_batch(state: &mut WriterState, conn: &rusqlite::Connection) {
         // Nothing of a failed commit may linger into the next batch.
         let _ = conn.execute_batch("ROLLBACK");
     }
+    caches.after_commit();
     batch.done.send_replace(Some(outcome));
 }
 

@@ -152,6 +152,12 @@ impl TestApp {
     }
 }
 
+/// For tests that start more instances on the app's database: on SQLite, instances that share
+/// a database run without row caches (each cache is right only for the database's one writer).
+pub fn several_instances(config: &mut Config) {
+    config.database.row_cache_entries = 0;
+}
+
 pub fn admin_token() -> TokenRequest {
     TokenRequest {
         subject: "22707c1196c6f1c6938e".into(),
