@@ -22,6 +22,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 pub(super) const PRAGMAS: &str =
     "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
 
+/// A reader's page cache: 8 MiB, four times SQLite's default. A customer's invitation list reads
+/// a row from each of a few hundred pages spread over the table; with the default those pages
+/// no longer fitted, and every list read them again from the file (p50 4.4 ms instead of 2.9 at
+/// 180 lists/s). The writer keeps the default. (The writer set WAL mode; query_only makes a stray
+/// write an error here.)
+const READER_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 10000; PRAGMA query_only = 1; PRAGMA cache_size = -8192;";
+
 /// Most write transactions one commit carries: bounds how long the first waits for the last.
 const MAX_BATCH: usize = 32;
 
@@ -70,13 +78,14 @@ impl std::fmt::Debug for Readers {
 }
 
 impl Readers {
-    /// Up to `max_blocking` reads run on blocking threads at once; the runtime's own threads
-    /// read besides them, so twice that many connections stay open.
+    /// Up to `max_blocking` reads run on blocking threads at once (twice the cores); the
+    /// runtime's own threads (one per core) read besides them, and that many connections stay
+    /// open, each with its page cache.
     pub(super) fn new(path: PathBuf, max_blocking: usize) -> Self {
         Self {
             path,
             idle: Mutex::new(Vec::new()),
-            max_idle: max_blocking.saturating_mul(2),
+            max_idle: max_blocking.saturating_add(max_blocking.div_ceil(2)),
             blocking: Arc::new(Semaphore::new(max_blocking)),
         }
     }
@@ -109,8 +118,7 @@ impl Readers {
             Some(conn) => conn,
             None => {
                 let conn = open(&self.path, "reading")?;
-                // The writer set WAL mode; query_only makes a stray write an error here.
-                conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA query_only = 1;")?;
+                conn.execute_batch(READER_PRAGMAS)?;
                 conn
             }
         };
