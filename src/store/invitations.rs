@@ -408,16 +408,6 @@ impl InvitationRepository for SqlInvitations {
             .bind(Param::Int(query.limit))
             .push(" OFFSET ")
             .bind(Param::Int(query.start));
-        let items: Vec<Invitation> = self
-            .db
-            .list(page)
-            .await?
-            .into_iter()
-            .map(|i: Invitation| i.as_of(now))
-            .collect();
-        if let Some(total) = count_from_page(query.start, query.limit, items.len()) {
-            return Ok((items, Some(total)));
-        }
         // At most COUNT_LIMIT + 1 matches are visited, so a broad filter over a large table
         // costs no more than a narrow one.
         let mut count = SqlBuilder::new("SELECT COUNT(*) AS n FROM (SELECT 1");
@@ -426,8 +416,15 @@ impl InvitationRepository for SqlInvitations {
             .push(" LIMIT ")
             .bind(Param::Int(COUNT_LIMIT + 1))
             .push(") capped");
-        // Even capped, counting may visit many rows: a list read.
-        let Some(Count(total)) = self.db.list(count).await?.pop() else {
+        // The count runs beside the page rather than after it: a list answers in the time of
+        // the slower of the two (a customer's list visits all its matches in both). When the
+        // page is not full it tells the count itself, and the count's answer goes unused.
+        let (items, counted) = tokio::join!(self.db.list::<Invitation>(page), self.db.list(count));
+        let items: Vec<Invitation> = items?.into_iter().map(|i| i.as_of(now)).collect();
+        if let Some(total) = count_from_page(query.start, query.limit, items.len()) {
+            return Ok((items, Some(total)));
+        }
+        let Some(Count(total)) = counted?.pop() else {
             return Err(anyhow::anyhow!("a count query returned no row").into());
         };
         Ok((items, (total <= COUNT_LIMIT).then_some(total)))
