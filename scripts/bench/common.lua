@@ -80,6 +80,15 @@ end
 
 M.json = { ["Content-Type"] = "application/json" }
 
+-- BENCH_PAUSE_MS: each connection waits that long after an answer before its next request
+-- (wrk calls a global delay() before each request), for latency at a steady load.
+local pause_ms = tonumber(os.getenv("BENCH_PAUSE_MS") or "")
+if pause_ms ~= nil then
+  function delay()
+    return pause_ms
+  end
+end
+
 -- A counter per thread, for unique values in created resources.
 local counter = 0
 function M.unique()
