@@ -45,7 +45,6 @@ pub struct Db {
 /// The rusqlite side of a SQLite database: readers and the one writer.
 #[derive(Clone, Debug)]
 struct Sqlite {
-    path: std::path::PathBuf,
     readers: Arc<sqlite::Readers>,
     writer: Arc<sqlite::Writer>,
     /// A serving instance's lock on the database (see `with_row_caches`).
@@ -122,8 +121,7 @@ impl Db {
                 let readers = usize::try_from(sqlite_readers_cap()).unwrap_or(usize::MAX);
                 Some(Sqlite {
                     readers: Arc::new(sqlite::Readers::new(path.clone(), readers)),
-                    writer: Arc::new(sqlite::Writer::new(path.clone(), synchronous)),
-                    path,
+                    writer: Arc::new(sqlite::Writer::new(path, synchronous)),
                     instance_lock: None,
                 })
             }
@@ -144,7 +142,8 @@ impl Db {
     /// shared without. Instances that share a SQLite database must all run with `entries` 0.
     pub fn with_row_caches(mut self, entries: usize) -> anyhow::Result<Self> {
         if let Some(sqlite) = self.sqlite.as_mut() {
-            let mut path = sqlite.path.clone().into_os_string();
+            let database = sqlite.writer.path().to_owned();
+            let mut path = database.clone().into_os_string();
             path.push(".lock");
             let path = std::path::PathBuf::from(path);
             let file = std::fs::File::options()
@@ -164,7 +163,7 @@ impl Db {
                      two would cache rows the other changes ({} is locked: {err}). Instances \
                      that share a SQLite database must all set database.row_cache_entries = 0; \
                      or run several instances on PostgreSQL.",
-                    sqlite.path.display(),
+                    database.display(),
                     path.display()
                 );
             }
@@ -246,13 +245,7 @@ impl Db {
                 tx.commit().await?;
                 Ok(rows)
             }
-            None => query
-                .build()
-                .fetch_all(&self.write)
-                .await?
-                .iter()
-                .map(T::from_record)
-                .collect(),
+            None => fetch_all_from(&self.write, query).await,
         }
     }
 
@@ -282,13 +275,7 @@ impl Db {
             Some(sqlite) => sqlite
                 .readers
                 .with(|conn| sqlite::fetch(conn, &query, usize::MAX)),
-            None => query
-                .build()
-                .fetch_all(&self.read)
-                .await?
-                .iter()
-                .map(T::from_record)
-                .collect(),
+            None => fetch_all_from(&self.read, query).await,
         }
     }
 
@@ -324,6 +311,20 @@ impl Db {
             sqlite.writer.close().await;
         }
     }
+}
+
+/// All rows of `query` from a PostgreSQL pool, decoded.
+async fn fetch_all_from<T: FromRecord>(
+    pool: &AnyPool,
+    query: SqlBuilder,
+) -> Result<Vec<T>, StoreError> {
+    query
+        .build()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(T::from_record)
+        .collect()
 }
 
 /// A write transaction (`Db::begin`): rolled back when dropped without `commit`.

@@ -388,8 +388,13 @@ impl InvitationRepository for SqlInvitations {
                 ),
             )
             .await?;
-        // The cache holds the row as stored; expiry is worked out at each read.
-        Ok(invitation.map(|i| Invitation::clone(&i).as_of(Timestamp::now())))
+        // The cache holds the row as stored; expiry is worked out at each read (on a copy only
+        // when the cache shares the row).
+        Ok(invitation.map(|shared| {
+            Arc::try_unwrap(shared)
+                .unwrap_or_else(|shared| Invitation::clone(&shared))
+                .as_of(Timestamp::now())
+        }))
     }
 
     async fn list(

@@ -203,6 +203,11 @@ impl Writer {
         }
     }
 
+    /// The database file.
+    pub(super) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Keeps `cache` current: emptied by every commit that changed its table.
     pub(super) fn register(&self, cache: Arc<dyn Invalidate>) {
         self.caches.register(cache);
