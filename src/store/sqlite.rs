@@ -519,6 +519,22 @@ mod tests {
         )
     }
 
+    #[test]
+    fn readers_keep_a_larger_page_cache_and_refuse_writes() {
+        let (_writer, path) = writer();
+        let readers = Readers::new(path, 2);
+        let (cache_size, query_only) = readers
+            .with(|conn| {
+                let pragma = |name: &str| {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i64>(0))
+                };
+                Ok((pragma("cache_size")?, pragma("query_only")?))
+            })
+            .unwrap();
+        assert_eq!(cache_size, -8192, "8 MiB, not SQLite's default 2 MiB");
+        assert_eq!(query_only, 1);
+    }
+
     fn insert(id: &str) -> SqlBuilder {
         SqlBuilder::fixed("INSERT INTO t (id) VALUES ($1)", vec![Param::from(id)])
     }
