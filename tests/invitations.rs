@@ -1345,6 +1345,25 @@ async fn verify_refuses_revoked_expired_and_locked_invitations(backend: Backend)
             assert_eq!(found, expected, "{who}: {filter}");
             assert_eq!(page["count"], expected.len(), "{who}: {filter}");
         }
+        // Sorting sees it as well: the stored `sent` sorts as `expired`, before `sent`.
+        for (sort, expected) in [
+            ("state", [id.clone(), id_of(&fresh)]),
+            ("-state", [id_of(&fresh), id.clone()]),
+        ] {
+            let page = app
+                .get_json(
+                    caller,
+                    &format!("{COLLECTION}?sortBy={sort}&state=sent|expired"),
+                )
+                .await;
+            let found: Vec<String> = page["_embedded"]["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(id_of)
+                .collect();
+            assert_eq!(found, expected, "{who}: sortBy={sort}");
+        }
     }
 
     let (locked, _) = create(&app, "l@example.com").await;

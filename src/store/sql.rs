@@ -1,7 +1,7 @@
 //! Building SQL whose shape depends on the request (filters) with every value bound as a
 //! parameter: text is never spliced into the statement.
 
-use crate::domain::filter::{Filter, Op, SortKey};
+use crate::domain::filter::{Condition, Filter, Op, SortKey};
 use sqlx::any::AnyArguments;
 use sqlx::{Any, AssertSqlSafe, query::Query};
 
@@ -115,6 +115,11 @@ impl SqlBuilder {
     /// Appends a parsed `filter` as a parenthesized condition. Columns come from the collection's
     /// `FieldSpec` table, values are bound.
     pub fn push_filter(&mut self, filter: &Filter) -> &mut Self {
+        self.push_filter_over(filter, &StoredColumns)
+    }
+
+    /// `push_filter` where some columns are worked out from others by `derived`.
+    pub fn push_filter_over(&mut self, filter: &Filter, derived: &dyn DerivedColumns) -> &mut Self {
         match filter {
             Filter::And(parts) | Filter::Or(parts) => {
                 let joiner = if matches!(filter, Filter::And(_)) {
@@ -127,15 +132,16 @@ impl SqlBuilder {
                     if i > 0 {
                         self.sql.push_str(joiner);
                     }
-                    self.push_filter(part);
+                    self.push_filter_over(part, derived);
                 }
                 self.sql.push(')');
             }
             Filter::Not(inner) => {
                 self.sql.push_str("(NOT ");
-                self.push_filter(inner);
+                self.push_filter_over(inner, derived);
                 self.sql.push(')');
             }
+            Filter::Condition(c) if derived.push_condition(self, c) => {}
             Filter::Condition(c) => {
                 let text = |v: &String| Param::Text(v.clone());
                 match c.op {
@@ -184,9 +190,20 @@ impl SqlBuilder {
     /// Appends ` ORDER BY` with the keys (nothing for none). Callers add a unique tie-breaker key
     /// so that pages are stable.
     pub fn push_order_by(&mut self, keys: &[SortKey]) -> &mut Self {
+        self.push_order_by_over(keys, &StoredColumns)
+    }
+
+    /// `push_order_by` where some columns are worked out from others by `derived`.
+    pub fn push_order_by_over(
+        &mut self,
+        keys: &[SortKey],
+        derived: &dyn DerivedColumns,
+    ) -> &mut Self {
         for (i, key) in keys.iter().enumerate() {
             self.sql.push_str(if i == 0 { " ORDER BY " } else { ", " });
-            self.sql.push_str(key.column);
+            if !derived.push_expression(self, key.column) {
+                self.sql.push_str(key.column);
+            }
             self.sql
                 .push_str(if key.descending { " DESC" } else { " ASC" });
         }
@@ -212,6 +229,29 @@ impl SqlBuilder {
             };
         }
         query
+    }
+}
+
+/// Columns a collection works out from its stored ones (an invitation's state as of now), so
+/// that conditions on them reach the database as conditions on stored columns, which its
+/// planner can estimate and its indexes serve.
+pub trait DerivedColumns {
+    /// Appends `condition` if its column is derived; false leaves it to the caller.
+    fn push_condition(&self, q: &mut SqlBuilder, condition: &Condition) -> bool;
+    /// Appends the expression `column` stands for if it is derived; false leaves it to the caller.
+    fn push_expression(&self, q: &mut SqlBuilder, column: &str) -> bool;
+}
+
+/// Every column is stored as such.
+struct StoredColumns;
+
+impl DerivedColumns for StoredColumns {
+    fn push_condition(&self, _: &mut SqlBuilder, _: &Condition) -> bool {
+        false
+    }
+
+    fn push_expression(&self, _: &mut SqlBuilder, _: &str) -> bool {
+        false
     }
 }
 
