@@ -6,10 +6,11 @@
 use super::record::FromRecord;
 use super::row_cache::RowCache;
 use super::sql::SqlBuilder;
-use super::{StoreError, sqlite};
+use super::{StoreError, postgres, sqlite};
 use crate::config::SqliteSynchronous;
 use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
@@ -26,20 +27,29 @@ pub enum Backend {
 /// them in the process instead of letting writers collide on the database lock; on PostgreSQL
 /// both are the same pool.
 ///
-/// On SQLite the store's statements (`fetch_optional`, `fetch_all`, `execute`, `begin`) skip
-/// sqlx: its SQLite driver runs each connection on a thread of its own and hands every query
-/// and row across threads, which cost a get-by-id more CPU in thread switches than SQLite spent
-/// answering it, and a create four round trips to the writer's thread. They run on rusqlite
-/// connections instead, on the calling thread. The sqlx pools remain for migrations, tests and
-/// a few operator reads (sync history, the mail queue).
+/// The store's statements (`fetch_optional`, `fetch_all`, `list`, `execute`, `begin`) skip
+/// sqlx's `Any` pools. On SQLite, sqlx's driver runs each connection on a thread of its own and
+/// hands every query and row across threads, which cost a get-by-id more CPU in thread switches
+/// than SQLite spent answering it, and a create four round trips to the writer's thread: they
+/// run on rusqlite connections instead, on the calling thread. On PostgreSQL they run on
+/// native connections from `postgres::Connections`, which spare each statement the pool's
+/// second round trip and the conversion of every row to `Any` values. The `Any` pools remain
+/// for migrations, tests and a few operator reads (sync history, the mail queue).
 #[derive(Clone, Debug)]
 pub struct Db {
     pub backend: Backend,
     pub read: AnyPool,
     pub write: AnyPool,
-    sqlite: Option<Sqlite>,
+    engine: Engine,
     /// Rows each `row_cache` holds at most (SQLite only; 0: no caches).
     row_cache_entries: usize,
+}
+
+/// Where the store's statements run.
+#[derive(Clone, Debug)]
+enum Engine {
+    Sqlite(Sqlite),
+    Postgres(Arc<postgres::Connections>),
 }
 
 /// The rusqlite side of a SQLite database: readers and the one writer.
@@ -50,6 +60,11 @@ struct Sqlite {
     /// A serving instance's lock on the database (see `with_row_caches`).
     instance_lock: Option<Arc<std::fs::File>>,
 }
+
+/// How long a statement waits for a connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `Any` pool's connections on PostgreSQL, beside the store's own.
+const ANY_POOL_ON_POSTGRES: u32 = 4;
 
 fn sqlite_readers_cap() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -78,7 +93,7 @@ impl Db {
         let synchronous = sqlite_synchronous_pragma(synchronous);
         let options = || {
             AnyPoolOptions::new()
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 // sqlx pings a connection before every checkout by default: a round trip per
                 // query. A connection that has died fails its query instead, and is dropped.
                 .test_before_acquire(false)
@@ -94,10 +109,10 @@ impl Db {
         };
         let redacted = redact(url);
         let write = options()
-            .max_connections(if backend == Backend::Sqlite {
-                1
-            } else {
-                max_connections
+            .max_connections(match backend {
+                Backend::Sqlite => 1,
+                // Migrations and the few operator reads; the store has `postgres`.
+                Backend::Postgres => max_connections.min(ANY_POOL_ON_POSTGRES),
             })
             .connect(url)
             .await
@@ -112,26 +127,31 @@ impl Db {
                 .with_context(|| format!("connecting to the database at {redacted}"))?,
             Backend::Postgres => write.clone(),
         };
-        let sqlite = match backend {
+        let engine = match backend {
             Backend::Sqlite => {
                 let path = SqliteConnectOptions::from_str(url)
                     .with_context(|| format!("reading the SQLite location in {redacted}"))?
                     .get_filename()
                     .to_owned();
                 let readers = usize::try_from(sqlite_readers_cap()).unwrap_or(usize::MAX);
-                Some(Sqlite {
+                Engine::Sqlite(Sqlite {
                     readers: Arc::new(sqlite::Readers::new(path.clone(), readers)),
                     writer: Arc::new(sqlite::Writer::new(path, synchronous)),
                     instance_lock: None,
                 })
             }
-            Backend::Postgres => None,
+            Backend::Postgres => Engine::Postgres(postgres::Connections::new(
+                PgConnectOptions::from_str(url)
+                    .with_context(|| format!("reading the PostgreSQL URL {redacted}"))?,
+                max_connections,
+                ACQUIRE_TIMEOUT,
+            )),
         };
         Ok(Self {
             backend,
             read,
             write,
-            sqlite,
+            engine,
             row_cache_entries: 0,
         })
     }
@@ -141,7 +161,7 @@ impl Db {
     /// holds a lock on `<database>.lock` for as long as its `Db` lives: exclusive with caches,
     /// shared without. Instances that share a SQLite database must all run with `entries` 0.
     pub fn with_row_caches(mut self, entries: usize) -> anyhow::Result<Self> {
-        if let Some(sqlite) = self.sqlite.as_mut() {
+        if let Engine::Sqlite(sqlite) = &mut self.engine {
             let database = sqlite.writer.path().to_owned();
             let mut path = database.clone().into_os_string();
             path.push(".lock");
@@ -180,17 +200,19 @@ impl Db {
         &self,
         table: &'static str,
     ) -> Option<Arc<RowCache<T>>> {
-        let sqlite = self
-            .sqlite
-            .as_ref()
-            .filter(|_| self.row_cache_entries > 0)?;
+        let Engine::Sqlite(sqlite) = &self.engine else {
+            return None;
+        };
+        if self.row_cache_entries == 0 {
+            return None;
+        }
         let cache = Arc::new(RowCache::new(table, self.row_cache_entries));
         sqlite.writer.register(cache.clone());
         Some(cache)
     }
 
     /// The row with `key`, from `cache` when it holds it; `query` reads it otherwise.
-    pub async fn fetch_by_key<T: FromRecord + Send + Sync>(
+    pub async fn fetch_by_key<T: FromRecord + Send + Sync + 'static>(
         &self,
         cache: Option<&RowCache<T>>,
         key: &str,
@@ -214,22 +236,27 @@ impl Db {
     /// Starts a write transaction. On SQLite it waits its turn for the one writer connection
     /// and is committed together with the writes queued behind it (see `sqlite`).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        match &self.sqlite {
-            Some(sqlite) => Ok(Tx::Sqlite(sqlite.writer.begin().await?)),
-            None => Ok(Tx::Postgres(self.write.begin().await?)),
+        match &self.engine {
+            Engine::Sqlite(sqlite) => Ok(Tx::Sqlite(sqlite.writer.begin().await?)),
+            Engine::Postgres(postgres) => {
+                let ((), conn) = postgres.retrying(|conn| Box::pin(conn.begin())).await?;
+                Ok(Tx::Postgres(conn))
+            }
         }
     }
 
     /// Runs one writing statement on its own; returns the number of rows it changed.
     pub async fn execute(&self, query: SqlBuilder) -> Result<u64, StoreError> {
-        match &self.sqlite {
-            Some(_) => {
+        match &self.engine {
+            Engine::Sqlite(_) => {
                 let mut tx = self.begin().await?;
                 let changed = tx.execute(query).await?;
                 tx.commit().await?;
                 Ok(changed)
             }
-            None => Ok(query.build().execute(&self.write).await?.rows_affected()),
+            Engine::Postgres(postgres) => {
+                postgres::execute(&mut postgres.acquire().await?, query).await
+            }
         }
     }
 
@@ -238,44 +265,50 @@ impl Db {
         &self,
         query: SqlBuilder,
     ) -> Result<Vec<T>, StoreError> {
-        match &self.sqlite {
-            Some(_) => {
+        match &self.engine {
+            Engine::Sqlite(_) => {
                 let mut tx = self.begin().await?;
                 let rows = tx.fetch_all(query).await?;
                 tx.commit().await?;
                 Ok(rows)
             }
-            None => fetch_all_from(&self.write, query).await,
+            Engine::Postgres(postgres) => {
+                postgres::fetch_all(&mut postgres.acquire().await?, query).await
+            }
         }
     }
 
     /// The row a lookup by key finds, if any. On SQLite it is read on the calling thread: a
     /// lookup by key visits a handful of cached pages, less work than a hand-off to a thread.
-    pub async fn fetch_optional<T: FromRecord>(
+    pub async fn fetch_optional<T: FromRecord + Send + 'static>(
         &self,
         query: SqlBuilder,
     ) -> Result<Option<T>, StoreError> {
-        match &self.sqlite {
-            Some(sqlite) => sqlite
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite
                 .readers
                 .with(|conn| Ok(sqlite::fetch(conn, &query, 1)?.pop())),
-            None => query
-                .build()
-                .fetch_optional(&self.read)
-                .await?
-                .map(|row| T::from_record(&row))
-                .transpose(),
+            Engine::Postgres(postgres) => postgres
+                .retrying(|conn| Box::pin(postgres::fetch_optional(conn, query.clone())))
+                .await
+                .map(|(rows, _)| rows),
         }
     }
 
     /// All rows of a query that reads a few rows by key; like `fetch_optional`, on the calling
     /// thread on SQLite.
-    pub async fn fetch_all<T: FromRecord>(&self, query: SqlBuilder) -> Result<Vec<T>, StoreError> {
-        match &self.sqlite {
-            Some(sqlite) => sqlite
+    pub async fn fetch_all<T: FromRecord + Send + 'static>(
+        &self,
+        query: SqlBuilder,
+    ) -> Result<Vec<T>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => sqlite
                 .readers
                 .with(|conn| sqlite::fetch(conn, &query, usize::MAX)),
-            None => fetch_all_from(&self.read, query).await,
+            Engine::Postgres(postgres) => postgres
+                .retrying(|conn| Box::pin(postgres::fetch_all(conn, query.clone())))
+                .await
+                .map(|(rows, _)| rows),
         }
     }
 
@@ -285,14 +318,14 @@ impl Db {
         &self,
         query: SqlBuilder,
     ) -> Result<Vec<T>, StoreError> {
-        match &self.sqlite {
-            Some(sqlite) => {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => {
                 sqlite
                     .readers
                     .with_blocking(move |conn| sqlite::fetch(conn, &query, usize::MAX))
                     .await
             }
-            None => self.fetch_all(query).await,
+            Engine::Postgres(_) => self.fetch_all(query).await,
         }
     }
 
@@ -306,38 +339,27 @@ impl Db {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
-        if let Some(sqlite) = &self.sqlite {
-            sqlite.readers.close();
-            sqlite.writer.close().await;
+        match &self.engine {
+            Engine::Sqlite(sqlite) => {
+                sqlite.readers.close();
+                sqlite.writer.close().await;
+            }
+            Engine::Postgres(postgres) => postgres.close().await,
         }
     }
-}
-
-/// All rows of `query` from a PostgreSQL pool, decoded.
-async fn fetch_all_from<T: FromRecord>(
-    pool: &AnyPool,
-    query: SqlBuilder,
-) -> Result<Vec<T>, StoreError> {
-    query
-        .build()
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(T::from_record)
-        .collect()
 }
 
 /// A write transaction (`Db::begin`): rolled back when dropped without `commit`.
 pub enum Tx {
     Sqlite(sqlite::WriteTurn),
-    Postgres(sqlx::Transaction<'static, sqlx::Any>),
+    Postgres(postgres::Checkout),
 }
 
 impl Tx {
     pub async fn execute(&mut self, query: SqlBuilder) -> Result<u64, StoreError> {
         match self {
             Tx::Sqlite(turn) => sqlite::execute(turn.conn()?, &query),
-            Tx::Postgres(tx) => Ok(query.build().execute(&mut **tx).await?.rows_affected()),
+            Tx::Postgres(conn) => postgres::execute(conn, query).await,
         }
     }
 
@@ -347,12 +369,7 @@ impl Tx {
     ) -> Result<Option<T>, StoreError> {
         match self {
             Tx::Sqlite(turn) => Ok(sqlite::fetch(turn.conn()?, &query, 1)?.pop()),
-            Tx::Postgres(tx) => query
-                .build()
-                .fetch_optional(&mut **tx)
-                .await?
-                .map(|row| T::from_record(&row))
-                .transpose(),
+            Tx::Postgres(conn) => postgres::fetch_optional(conn, query).await,
         }
     }
 
@@ -362,20 +379,14 @@ impl Tx {
     ) -> Result<Vec<T>, StoreError> {
         match self {
             Tx::Sqlite(turn) => sqlite::fetch(turn.conn()?, &query, usize::MAX),
-            Tx::Postgres(tx) => query
-                .build()
-                .fetch_all(&mut **tx)
-                .await?
-                .iter()
-                .map(T::from_record)
-                .collect(),
+            Tx::Postgres(conn) => postgres::fetch_all(conn, query).await,
         }
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Tx::Sqlite(turn) => turn.commit().await,
-            Tx::Postgres(tx) => Ok(tx.commit().await?),
+            Tx::Postgres(mut conn) => conn.commit().await,
         }
     }
 }

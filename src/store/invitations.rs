@@ -433,11 +433,15 @@ impl InvitationRepository for SqlInvitations {
             .push(" OFFSET ")
             .bind(Param::Int(query.start));
         // At most COUNT_LIMIT + 1 matches are visited, so a broad filter over a large table
-        // costs no more than a narrow one.
+        // costs no more than a narrow one. In creation order, which the creation and state
+        // indexes hold: unordered, PostgreSQL counts with a sequential scan, which pays for
+        // every row before the first matches, and invitations of one state lie together in
+        // the table (older ones completed or expired, newer ones sent). On a table seeded that
+        // way, 8 concurrent staff lists stalled together for 350 ms every 3 s.
         let mut count = SqlBuilder::new("SELECT COUNT(*) AS n FROM (SELECT 1");
         push_matching(&mut count, query, now);
         count
-            .push(" LIMIT ")
+            .push(" ORDER BY created_at, id LIMIT ")
             .bind(Param::Int(COUNT_LIMIT + 1))
             .push(") capped");
         // The count runs beside the page rather than after it: a list answers in the time of

@@ -7,6 +7,7 @@ pub mod db;
 pub mod entitlements;
 pub mod invitations;
 pub mod outbox;
+mod postgres;
 pub mod record;
 pub mod row_cache;
 pub mod sql;

@@ -1,17 +1,28 @@
-//! Result rows read by column name, the same way from either driver: sqlx's rows (PostgreSQL)
-//! and rusqlite's (SQLite, see `sqlite::NamedRow`).
+//! Result rows read by column name, the same way from every driver: sqlx's (PostgreSQL, and
+//! `Any` for the operator reads on either database) and rusqlite's (SQLite, see
+//! `sqlite::NamedRow`).
 
 use super::StoreError;
 use sqlx::any::AnyRow;
+use sqlx::postgres::PgRow;
+use sqlx::{Any, Decode, Postgres, Type};
 
-/// A column type both drivers decode.
+/// A column type every driver decodes.
 pub trait Column:
-    for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + rusqlite::types::FromSql
+    for<'r> Decode<'r, Any>
+    + Type<Any>
+    + for<'r> Decode<'r, Postgres>
+    + Type<Postgres>
+    + rusqlite::types::FromSql
 {
 }
 
 impl<T> Column for T where
-    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + rusqlite::types::FromSql
+    T: for<'r> Decode<'r, Any>
+        + Type<Any>
+        + for<'r> Decode<'r, Postgres>
+        + Type<Postgres>
+        + rusqlite::types::FromSql
 {
 }
 
@@ -21,6 +32,12 @@ pub trait Record {
 }
 
 impl Record for AnyRow {
+    fn column<T: Column>(&self, name: &str) -> Result<T, StoreError> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+}
+
+impl Record for PgRow {
     fn column<T: Column>(&self, name: &str) -> Result<T, StoreError> {
         Ok(sqlx::Row::try_get(self, name)?)
     }

@@ -2,8 +2,7 @@
 //! parameter: text is never spliced into the statement.
 
 use crate::domain::filter::{Condition, Filter, Op, SortKey};
-use sqlx::any::AnyArguments;
-use sqlx::{Any, AssertSqlSafe, query::Query};
+use sqlx::{AssertSqlSafe, Database, Encode, Type, query::Query};
 
 /// A bound value. NULLs carry their column's type, which PostgreSQL needs to accept them.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +63,7 @@ macro_rules! params {
 }
 pub(crate) use params;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SqlBuilder {
     sql: String,
     params: Vec<Param>,
@@ -218,7 +217,13 @@ impl SqlBuilder {
         &self.params
     }
 
-    pub fn build(self) -> Query<'static, Any, AnyArguments> {
+    pub fn build<DB: Database>(self) -> Query<'static, DB, DB::Arguments>
+    where
+        String: Encode<'static, DB> + Type<DB>,
+        i64: Encode<'static, DB> + Type<DB>,
+        Option<String>: Encode<'static, DB> + Type<DB>,
+        Option<i64>: Encode<'static, DB> + Type<DB>,
+    {
         let mut query = sqlx::query(AssertSqlSafe(self.sql));
         for param in self.params {
             query = match param {

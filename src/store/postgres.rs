@@ -1,0 +1,243 @@
+//! The store's PostgreSQL connections, pooled here rather than by sqlx.
+//!
+//! sqlx's pool sends a round trip (a Sync, then a wait for ReadyForQuery) each time a
+//! connection goes back to it, so every statement cost two round trips: a get-by-id spent 18%
+//! of the server's CPU in that ping. Here a connection goes back as it is. One whose statement
+//! did not finish (a dropped future) or failed other than with the server's own error is
+//! closed instead; one that sat idle longer than `IDLE_LIMIT` is replaced when checked out,
+//! since a firewall or the server may have dropped it meanwhile.
+
+use super::StoreError;
+use super::record::FromRecord;
+use super::sql::SqlBuilder;
+use anyhow::{Context, anyhow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgSeverity};
+use sqlx::{Connection, Executor};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Statements run on a checkout, for `Connections::retrying`.
+pub type Statements<'c, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
+
+/// How long an idle connection is trusted to be alive.
+const IDLE_LIMIT: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub struct Connections {
+    options: PgConnectOptions,
+    /// Most recently used last: checkouts take the warmest.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    /// One per connection open or being opened, up to the configured maximum.
+    permits: Arc<Semaphore>,
+    max: u32,
+    acquire_timeout: Duration,
+}
+
+impl Connections {
+    pub fn new(options: PgConnectOptions, max: u32, acquire_timeout: Duration) -> Arc<Self> {
+        let max = max.max(1);
+        Arc::new(Self {
+            options,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(usize::try_from(max).unwrap_or(usize::MAX))),
+            max,
+            acquire_timeout,
+        })
+    }
+
+    /// A connection for the caller alone until the `Checkout` is dropped.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Checkout, StoreError> {
+        let permit = tokio::time::timeout(
+            self.acquire_timeout,
+            Arc::clone(&self.permits).acquire_owned(),
+        )
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "all {} PostgreSQL connections stayed busy for {:?} (database.max_connections)",
+                self.max,
+                self.acquire_timeout
+            )
+        })?
+        .map_err(|_| anyhow!("the PostgreSQL connections are closed"))?;
+        let conn = match self.take_idle() {
+            Some(conn) => conn,
+            None => tokio::time::timeout(
+                self.acquire_timeout,
+                PgConnection::connect_with(&self.options),
+            )
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "connecting to PostgreSQL took over {:?}",
+                    self.acquire_timeout
+                )
+            })?
+            .context("connecting to PostgreSQL")?,
+        };
+        Ok(Checkout {
+            conn: Some(conn),
+            pool: Arc::clone(self),
+            permit: Some(permit),
+            settled: true,
+            in_transaction: false,
+        })
+    }
+
+    /// Runs `statements` on a connection and returns it with their result. When they fail
+    /// because the connection was dead (a server restart ends every idle connection), they run
+    /// once more on a new one: only for statements that change nothing unless they succeed
+    /// (reads, and `BEGIN`).
+    pub async fn retrying<T>(
+        self: &Arc<Self>,
+        mut statements: impl for<'c> FnMut(&'c mut Checkout) -> Statements<'c, T>,
+    ) -> Result<(T, Checkout), StoreError> {
+        let mut conn = self.acquire().await?;
+        match statements(&mut conn).await {
+            Ok(value) => Ok((value, conn)),
+            Err(err) if conn.settled => Err(err),
+            Err(err) => {
+                tracing::warn!(error = %err, "a PostgreSQL connection was lost; trying another");
+                drop(conn);
+                let mut conn = self.acquire().await?;
+                let value = statements(&mut conn).await?;
+                Ok((value, conn))
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<PgConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_LIMIT {
+                return Some(conn);
+            }
+            // Too old to trust: dropping it closes its socket.
+            drop(conn);
+        }
+        None
+    }
+
+    fn give_back(&self, conn: PgConnection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((conn, Instant::now()));
+    }
+
+    /// Refuses further checkouts and closes the idle connections.
+    pub async fn close(&self) {
+        self.permits.close();
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for (conn, _) in idle {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// A checked-out connection. Each statement goes `conn()`, run, `settle(result)`.
+pub struct Checkout {
+    conn: Option<PgConnection>,
+    pool: Arc<Connections>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// The last statement ran to its end, successfully or with an error the server reported.
+    settled: bool,
+    /// `begin` ran and neither `commit` nor the rollback did.
+    in_transaction: bool,
+}
+
+impl Checkout {
+    /// The connection, for one statement whose result goes to `settle`.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        self.settled = false;
+        self.conn
+            .as_mut()
+            .expect("a checkout holds its connection until dropped")
+    }
+
+    /// Passes a statement's result through, noting whether the connection can be reused.
+    pub fn settle<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+        self.settled = match &result {
+            Ok(_) | Err(sqlx::Error::RowNotFound) => true,
+            // The server's report of a failed statement, after which the session goes on,
+            // unless it is FATAL (the server ends the session, as on a restart) or worse.
+            Err(sqlx::Error::Database(err)) => err
+                .try_downcast_ref::<PgDatabaseError>()
+                .is_none_or(|err| !matches!(err.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
+            Err(_) => false,
+        };
+        Ok(result?)
+    }
+
+    async fn simple(&mut self, statement: &'static str) -> Result<(), StoreError> {
+        let result = self.conn().execute(statement).await.map(drop);
+        self.settle(result)
+    }
+
+    pub async fn begin(&mut self) -> Result<(), StoreError> {
+        self.simple("BEGIN").await?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    pub async fn commit(&mut self) -> Result<(), StoreError> {
+        self.simple("COMMIT").await?;
+        self.in_transaction = false;
+        Ok(())
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if !self.settled {
+            return;
+        }
+        if !self.in_transaction {
+            self.pool.give_back(conn);
+            return;
+        }
+        // A transaction dropped uncommitted: roll it back before anyone else gets the
+        // connection, keeping the permit until then. Outside a runtime (shutdown) the
+        // connection is just closed, which ends the transaction too.
+        let (pool, permit) = (Arc::clone(&self.pool), self.permit.take());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if conn.execute("ROLLBACK").await.is_ok() {
+                    pool.give_back(conn);
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// The rows of `query`, decoded.
+pub async fn fetch_all<T: FromRecord>(
+    conn: &mut Checkout,
+    query: SqlBuilder,
+) -> Result<Vec<T>, StoreError> {
+    let rows = query.build().fetch_all(conn.conn()).await;
+    conn.settle(rows)?.iter().map(T::from_record).collect()
+}
+
+/// The first row of `query`, if any, decoded.
+pub async fn fetch_optional<T: FromRecord>(
+    conn: &mut Checkout,
+    query: SqlBuilder,
+) -> Result<Option<T>, StoreError> {
+    let row = query.build().fetch_optional(conn.conn()).await;
+    conn.settle(row)?
+        .map(|row| T::from_record(&row))
+        .transpose()
+}
+
+/// Runs `query`; returns the number of rows it changed.
+pub async fn execute(conn: &mut Checkout, query: SqlBuilder) -> Result<u64, StoreError> {
+    let done = query.build().execute(conn.conn()).await;
+    Ok(conn.settle(done)?.rows_affected())
+}

@@ -1,0 +1,123 @@
+//! The store's own PostgreSQL connections (`store::postgres`): a connection goes back to the
+//! pool without a round trip, so these check that what the round trip used to settle is still
+//! settled: a dropped transaction is rolled back, and a connection that died or was abandoned
+//! mid-statement is not handed out again.
+
+mod common;
+
+use common::{Backend, TestApp};
+use std::time::{Duration, Instant};
+use tandem::config::SqliteSynchronous;
+use tandem::store::Db;
+use tandem::store::record::Count;
+use tandem::store::sql::{Param, SqlBuilder};
+
+/// A `Db` with one store connection on the test app's database, so that every statement
+/// below runs on the same connection unless it was replaced.
+async fn single_connection(app: &TestApp) -> Db {
+    let url = app
+        .config
+        .database
+        .url
+        .as_deref()
+        .expect("a PostgreSQL URL");
+    Db::connect(url, 1, SqliteSynchronous::Full).await.unwrap()
+}
+
+async fn backend_pid(db: &Db) -> Result<i64, tandem::store::StoreError> {
+    let Count(pid) = db
+        .fetch_optional(SqlBuilder::new("SELECT pg_backend_pid()::bigint AS n"))
+        .await?
+        .expect("one row");
+    Ok(pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_transaction_is_rolled_back_before_its_connection_serves_again() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let db = single_connection(&app).await;
+    db.execute(SqlBuilder::new("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let pid = backend_pid(&db).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    tx.execute(SqlBuilder::fixed(
+        "INSERT INTO probe (id) VALUES ($1)",
+        vec![Param::Text("never committed".into())],
+    ))
+    .await
+    .unwrap();
+    drop(tx);
+    let Count(rows) = db
+        .fetch_optional(SqlBuilder::new("SELECT COUNT(*) AS n FROM probe"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert_eq!(backend_pid(&db).await.unwrap(), pid, "the same connection");
+    let mut tx = db.begin().await.unwrap();
+    tx.execute(SqlBuilder::fixed(
+        "INSERT INTO probe (id) VALUES ($1)",
+        vec![Param::Text("committed".into())],
+    ))
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let Count(rows) = db
+        .fetch_optional(SqlBuilder::new("SELECT COUNT(*) AS n FROM probe"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
+async fn terminate(app: &TestApp, pid: i64) {
+    sqlx::query("SELECT pg_terminate_backend($1::int)")
+        .bind(pid)
+        .execute(&app.db.write)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_transactions_survive_connections_the_server_ended() {
+    // As after a server restart: the idle connection is dead. A read, and a transaction's
+    // BEGIN, find that out and run again on a new connection instead of failing.
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let db = single_connection(&app).await;
+    let pid = backend_pid(&db).await.unwrap();
+    terminate(&app, pid).await;
+    let replacement = backend_pid(&db).await.expect("read on a new connection");
+    assert_ne!(replacement, pid);
+    terminate(&app, replacement).await;
+    let mut tx = db.begin().await.expect("a transaction on a new connection");
+    let Count(n) = tx
+        .fetch_optional(SqlBuilder::new("SELECT 1::bigint AS n"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+    tx.commit().await.unwrap();
+    assert_ne!(backend_pid(&db).await.unwrap(), replacement);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_abandoned_mid_statement_is_not_handed_out_again() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let db = single_connection(&app).await;
+    let pid = backend_pid(&db).await.unwrap();
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(100),
+        db.execute(SqlBuilder::new("SELECT pg_sleep(5)")),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the sleep outlasts the timeout");
+    let started = Instant::now();
+    let next = backend_pid(&db).await.unwrap();
+    assert_ne!(next, pid);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the next statement did not wait for the abandoned one: {:?}",
+        started.elapsed()
+    );
+}
