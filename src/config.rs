@@ -86,6 +86,9 @@ impl ProviderConfig {
 pub struct DatabaseConfig {
     /// `sqlite://...` or `postgres://...`; defaults to a SQLite file in the data directory.
     pub url: Option<String>,
+    /// PostgreSQL: the store's connections (sqlx's pool for migrations and operator reads
+    /// keeps up to 4 more). SQLite: sqlx's pool for operator reads (the store's own readers
+    /// follow the cores).
     pub max_connections: u32,
     /// SQLite only: `normal` (default) makes a commit survive the process being killed;
     /// `full` also survives power loss, at one disk flush per commit.
