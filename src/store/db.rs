@@ -111,7 +111,7 @@ impl Db {
         let write = options()
             .max_connections(match backend {
                 Backend::Sqlite => 1,
-                // Migrations and the few operator reads; the store has `postgres`.
+                // Migrations and operator reads: the store has connections of its own.
                 Backend::Postgres => max_connections.min(ANY_POOL_ON_POSTGRES),
             })
             .connect(url)
