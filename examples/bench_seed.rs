@@ -676,7 +676,10 @@ async fn main() -> anyhow::Result<()> {
         // Done here, it does not land in the middle of a measurement.
         let step = Instant::now();
         sqlx::query("VACUUM ANALYZE").execute(&db.write).await?;
-        eprintln!("vacuumed and analyzed in {:.1}s", step.elapsed().as_secs_f64());
+        eprintln!(
+            "vacuumed and analyzed in {:.1}s",
+            step.elapsed().as_secs_f64()
+        );
     }
     db.close().await;
 

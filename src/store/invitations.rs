@@ -374,6 +374,42 @@ fn push_matching(q: &mut SqlBuilder, query: &InvitationQuery, state: &EffectiveS
     }
 }
 
+/// The page of a list, in its order.
+///
+/// `from_index`: pick the page's ids first, then read those rows. A staff list's conditions
+/// and order are all columns of `invitations_state_created`, so its ids come from that index
+/// alone, which PostgreSQL prefers by far over walking `invitations_created` and reading every
+/// row to test its state. Read as whole rows, the two cost the same to its planner, which
+/// assumes the state is spread evenly through creation order. It is not (older invitations are
+/// completed or expired, newer ones sent): after the benchmark's writes PostgreSQL switched to
+/// the creation-order walk, which read 527,000 rows before the first 100 sent ones (400 ms, 13
+/// staff lists/s; 0.6 ms this way).
+fn page_query(query: &InvitationQuery, state: &EffectiveState, from_index: bool) -> SqlBuilder {
+    let order = |q: &mut SqlBuilder| {
+        if query.sort.is_empty() {
+            q.push(" ORDER BY created_at, id");
+        } else {
+            q.push_order_by_over(&query.sort, state)
+                .push(", created_at, id");
+        }
+    };
+    let mut page = SqlBuilder::new(concat!("SELECT ", columns!()));
+    if from_index {
+        page.push(" FROM invitations WHERE id IN (SELECT id");
+    }
+    push_matching(&mut page, query, state);
+    order(&mut page);
+    page.push(" LIMIT ")
+        .bind(Param::Int(query.limit))
+        .push(" OFFSET ")
+        .bind(Param::Int(query.start));
+    if from_index {
+        page.push(")");
+        order(&mut page);
+    }
+    page
+}
+
 #[async_trait]
 impl InvitationRepository for SqlInvitations {
     async fn insert(&self, i: &Invitation, email: &OutboxMessage) -> Result<(), StoreError> {
@@ -443,18 +479,11 @@ impl InvitationRepository for SqlInvitations {
     ) -> Result<(Vec<Invitation>, Option<i64>), StoreError> {
         let now = Timestamp::now();
         let state = EffectiveState::for_list(query, now);
-        let mut page = SqlBuilder::new(concat!("SELECT ", columns!()));
-        push_matching(&mut page, query, &state);
-        if query.sort.is_empty() {
-            page.push(" ORDER BY created_at, id");
-        } else {
-            page.push_order_by_over(&query.sort, &state)
-                .push(", created_at, id");
-        }
-        page.push(" LIMIT ")
-            .bind(Param::Int(query.limit))
-            .push(" OFFSET ")
-            .bind(Param::Int(query.start));
+        let page = page_query(
+            query,
+            &state,
+            self.db.backend == Backend::Postgres && state.by_state_index,
+        );
         // At most COUNT_LIMIT + 1 matches are visited, so a broad filter over a large table
         // costs no more than a narrow one. In creation order, which the creation and state
         // indexes hold: unordered, PostgreSQL counts with a sequential scan, which pays for
@@ -655,6 +684,27 @@ mod tests {
         );
         assert_eq!(sql(Op::Search, "re"), "(state IN ('revoked'))");
         assert_eq!(sql(Op::Search, "x"), "(1 = 0)");
+    }
+
+    #[test]
+    fn a_page_picked_from_the_index_is_read_in_the_same_order() {
+        let staff = query(Visibility::All, vec![], Some("eq(state,sent)"));
+        let sql = |from_index| {
+            page_query(&staff, &staff_lists(), from_index)
+                .sql()
+                .replace(columns!(), "*")
+        };
+        assert_eq!(
+            sql(true),
+            "SELECT * FROM invitations WHERE id IN (SELECT id FROM invitations WHERE 1 = 1 AND \
+             (state IN ('sent') AND (state <> 'sent' OR expires_at > $1)) ORDER BY created_at, \
+             id LIMIT $2 OFFSET $3) ORDER BY created_at, id"
+        );
+        assert_eq!(
+            sql(false),
+            "SELECT * FROM invitations WHERE 1 = 1 AND (state IN ('sent') AND (state <> 'sent' \
+             OR expires_at > $1)) ORDER BY created_at, id LIMIT $2 OFFSET $3"
+        );
     }
 
     #[test]
