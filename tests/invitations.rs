@@ -83,6 +83,16 @@ fn id_of(body: &Value) -> String {
     body["_id"].as_str().unwrap().to_owned()
 }
 
+/// The ids of a list page's items, in order.
+fn item_ids(page: &Value) -> Vec<String> {
+    page["_embedded"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect()
+}
+
 /// Asserts a HAL `errorResponse` with the status and `_error.type`.
 async fn assert_error(res: Response, status: u16, type_name: &str) -> Value {
     assert_eq!(res.status().as_u16(), status, "status");
@@ -1336,12 +1346,7 @@ async fn verify_refuses_revoked_expired_and_locked_invitations(backend: Backend)
                     &format!("{COLLECTION}?filter={filter}&state=sent|expired"),
                 )
                 .await;
-            let found: Vec<String> = page["_embedded"]["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(id_of)
-                .collect();
+            let found = item_ids(&page);
             assert_eq!(found, expected, "{who}: {filter}");
             assert_eq!(page["count"], expected.len(), "{who}: {filter}");
         }
@@ -1356,12 +1361,7 @@ async fn verify_refuses_revoked_expired_and_locked_invitations(backend: Backend)
                     &format!("{COLLECTION}?sortBy={sort}&state=sent|expired"),
                 )
                 .await;
-            let found: Vec<String> = page["_embedded"]["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(id_of)
-                .collect();
+            let found = item_ids(&page);
             assert_eq!(found, expected, "{who}: sortBy={sort}");
         }
     }

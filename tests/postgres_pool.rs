@@ -24,12 +24,26 @@ async fn single_connection(app: &TestApp) -> Db {
     Db::connect(url, 1, SqliteSynchronous::Full).await.unwrap()
 }
 
-async fn backend_pid(db: &Db) -> Result<i64, tandem::store::StoreError> {
-    let Count(pid) = db
-        .fetch_optional(SqlBuilder::new("SELECT pg_backend_pid()::bigint AS n"))
+/// The number a `SELECT ... AS n` query answers.
+async fn number(db: &Db, sql: &str) -> Result<i64, tandem::store::StoreError> {
+    let Count(n) = db
+        .fetch_optional(SqlBuilder::new(sql))
         .await?
         .expect("one row");
-    Ok(pid)
+    Ok(n)
+}
+
+async fn backend_pid(db: &Db) -> Result<i64, tandem::store::StoreError> {
+    number(db, "SELECT pg_backend_pid()::bigint AS n").await
+}
+
+async fn insert_probe(tx: &mut tandem::store::Tx, id: &str) {
+    tx.execute(SqlBuilder::fixed(
+        "INSERT INTO probe (id) VALUES ($1)",
+        vec![Param::Text(id.into())],
+    ))
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,32 +55,18 @@ async fn a_dropped_transaction_is_rolled_back_before_its_connection_serves_again
         .unwrap();
     let pid = backend_pid(&db).await.unwrap();
     let mut tx = db.begin().await.unwrap();
-    tx.execute(SqlBuilder::fixed(
-        "INSERT INTO probe (id) VALUES ($1)",
-        vec![Param::Text("never committed".into())],
-    ))
-    .await
-    .unwrap();
+    insert_probe(&mut tx, "never committed").await;
     drop(tx);
-    let Count(rows) = db
-        .fetch_optional(SqlBuilder::new("SELECT COUNT(*) AS n FROM probe"))
+    let rows = number(&db, "SELECT COUNT(*) AS n FROM probe")
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(rows, 0);
     assert_eq!(backend_pid(&db).await.unwrap(), pid, "the same connection");
     let mut tx = db.begin().await.unwrap();
-    tx.execute(SqlBuilder::fixed(
-        "INSERT INTO probe (id) VALUES ($1)",
-        vec![Param::Text("committed".into())],
-    ))
-    .await
-    .unwrap();
+    insert_probe(&mut tx, "committed").await;
     tx.commit().await.unwrap();
-    let Count(rows) = db
-        .fetch_optional(SqlBuilder::new("SELECT COUNT(*) AS n FROM probe"))
+    let rows = number(&db, "SELECT COUNT(*) AS n FROM probe")
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(rows, 1);
 }

@@ -215,6 +215,13 @@ fn count_from_page(start: i64, limit: i64, items: usize) -> Option<i64> {
     (items < limit && (items > 0 || start == 0)).then(|| start.saturating_add(items))
 }
 
+/// `'sent', 'expired'`: state names are the domain's own, written as literals so that the
+/// planner weighs each one by its share even in a generic plan.
+fn state_literals<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = names.into_iter().map(|s| format!("'{s}'")).collect();
+    quoted.join(", ")
+}
+
 /// What `FIELDS` calls `state`: an invitation's state as of now.
 const EFFECTIVE_STATE: &str = "effective_state";
 
@@ -251,10 +258,11 @@ impl EffectiveState {
             return;
         }
         if !self.by_state_index {
-            let listed: Vec<String> = states.iter().map(|s| format!("'{s}'")).collect();
             q.push("(");
             self.push_expression(q, EFFECTIVE_STATE);
-            q.push(" IN (").push(&listed.join(", ")).push("))");
+            q.push(" IN (")
+                .push(&state_literals(states.iter().map(|s| s.as_str())))
+                .push("))");
             return;
         }
         let sent = states.contains(&InvitationState::Sent);
@@ -265,10 +273,9 @@ impl EffectiveState {
         }
         stored.sort_unstable();
         stored.dedup();
-        // The states are the domain's own names, written as literals so that the planner
-        // weighs each one by its share even in a generic plan.
-        let listed: Vec<String> = stored.iter().map(|s| format!("'{s}'")).collect();
-        q.push("(state IN (").push(&listed.join(", ")).push(")");
+        q.push("(state IN (")
+            .push(&state_literals(stored))
+            .push(")");
         if sent != expired {
             q.push(" AND (state <> 'sent' OR expires_at ")
                 .push(if sent { "> " } else { "<= " })
