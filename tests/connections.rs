@@ -829,15 +829,19 @@ on_both_backends!(
     server_errors_do_not_leak_internals,
     unknown_paths_and_methods_are_problems_too,
     the_admin_openapi_document_is_served,
+    each_acknowledged_action_shows_in_the_next_read_despite_concurrent_reads,
+    concurrent_reads_by_id_each_get_their_own_connection,
 );
 
-// ---- Reads by id from the SQLite row cache -------------------------------------------------
+// ---- Reads by id: cached on SQLite, gathered into shared statements on PostgreSQL -----------
 
-/// On SQLite reads by id come from memory once read. Each acknowledged action must show in
-/// the next read, while other clients keep reading (and refilling the cache) during commits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_sqlite_each_acknowledged_action_shows_in_the_next_read_despite_concurrent_reads() {
-    let app = std::sync::Arc::new(TestApp::spawn(Backend::Sqlite).await);
+/// On SQLite reads by id come from memory once read; on PostgreSQL the reads that arrive
+/// together go out in one statement. Either way each acknowledged action must show in the next
+/// read, while other clients keep reading (refilling the cache, filling the statements).
+async fn each_acknowledged_action_shows_in_the_next_read_despite_concurrent_reads(
+    backend: Backend,
+) {
+    let app = std::sync::Arc::new(TestApp::spawn(backend).await);
     let (created, _) = create(&app, "cache-race").await;
     let path = format!("{BASE}/{}", created["id"].as_str().unwrap());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -874,6 +878,37 @@ async fn on_sqlite_each_acknowledged_action_shows_in_the_next_read_despite_concu
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for reader in readers {
         assert!(reader.await.unwrap() > 0);
+    }
+}
+
+/// Reads that arrive together, of rows that exist (some several times over) and of ones that
+/// do not, each get their own answer.
+async fn concurrent_reads_by_id_each_get_their_own_connection(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut ids = Vec::new();
+    for n in 0..24 {
+        let (created, _) = create(&app, &format!("gathered-{n}")).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let missing: Vec<String> = (0..8).map(|n| format!("missing-{n:03}")).collect();
+    let wanted: Vec<&String> = ids.iter().cycle().take(96).chain(&missing).collect();
+    let answers = futures_util::future::join_all(
+        wanted
+            .iter()
+            .map(|id| app.as_admin(Method::GET, &format!("{BASE}/{id}")).send()),
+    )
+    .await;
+    for (id, res) in wanted.iter().zip(answers) {
+        let res = res.unwrap();
+        if id.starts_with("missing-") {
+            assert_problem(res, 404, "notFound").await;
+        } else {
+            assert_eq!(res.status(), 200, "{id}");
+            let body = json(res).await;
+            assert_eq!(body["id"], id.as_str());
+            let n = ids.iter().position(|known| known == *id).unwrap();
+            assert_eq!(body["audience"]["id"], format!("gathered-{n}"));
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The store's own PostgreSQL connections (`store::postgres`): a connection goes back to the
 //! pool without a round trip, so these check that what the round trip used to settle is still
 //! settled: a dropped transaction is rolled back, and a connection that died or was abandoned
-//! mid-statement is not handed out again.
+//! mid-statement is not handed out again. Reads by id, which go out gathered in shared
+//! statements, survive a lost connection the same way.
 
 mod common;
 
@@ -9,7 +10,7 @@ use common::{Backend, TestApp};
 use std::time::{Duration, Instant};
 use tandem::config::SqliteSynchronous;
 use tandem::store::Db;
-use tandem::store::record::Count;
+use tandem::store::record::{Count, FromRecord, Record};
 use tandem::store::sql::{Param, SqlBuilder};
 
 /// A `Db` with one store connection on the test app's database, so that every statement
@@ -120,4 +121,38 @@ async fn a_connection_abandoned_mid_statement_is_not_handed_out_again() {
         "the next statement did not wait for the abandoned one: {:?}",
         started.elapsed()
     );
+}
+
+struct Probe {
+    id: String,
+}
+
+impl FromRecord for Probe {
+    fn from_record(row: &impl Record) -> Result<Self, tandem::store::StoreError> {
+        Ok(Probe {
+            id: row.column("id")?,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gathered_reads_by_id_survive_a_connection_the_server_ended() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let db = single_connection(&app).await;
+    db.execute(SqlBuilder::new("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    for id in ["a", "b"] {
+        insert_probe(&mut tx, id).await;
+    }
+    tx.commit().await.unwrap();
+    let probes = db.rows_by_id("probe", "SELECT id FROM probe", |p: &Probe| &p.id);
+    let found = |row: Option<std::sync::Arc<Probe>>| row.map(|p| p.id.clone());
+    assert_eq!(found(probes.get("a").await.unwrap()), Some("a".into()));
+    terminate(&app, backend_pid(&db).await.unwrap()).await;
+    let (a, b, c) = tokio::join!(probes.get("a"), probes.get("b"), probes.get("c"));
+    assert_eq!(found(a.unwrap()), Some("a".into()));
+    assert_eq!(found(b.unwrap()), Some("b".into()));
+    assert_eq!(found(c.unwrap()), None);
 }

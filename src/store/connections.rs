@@ -1,7 +1,7 @@
 //! Customer audience connections in SQL.
 
+use super::db::RowsById;
 use super::record::{FromRecord, Record};
-use super::row_cache::RowCache;
 use super::sql::{Param, SqlBuilder, params};
 use super::{Backend, Db, StoreError};
 use crate::domain::connection::{
@@ -57,18 +57,6 @@ pub trait ConnectionRepository: Send + Sync {
     async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError>;
 }
 
-pub struct SqlConnections {
-    db: Db,
-    by_id: Option<Arc<RowCache<Connection>>>,
-}
-
-impl SqlConnections {
-    pub fn new(db: Db) -> Self {
-        let by_id = db.row_cache("audience_connections");
-        Self { db, by_id }
-    }
-}
-
 macro_rules! columns {
     () => {
         "id, audience_id, audience_name, provider_name, connected_resource_id, state, \
@@ -78,6 +66,22 @@ macro_rules! columns {
     };
 }
 pub(crate) use columns;
+
+pub struct SqlConnections {
+    db: Db,
+    by_id: RowsById<Connection>,
+}
+
+impl SqlConnections {
+    pub fn new(db: Db) -> Self {
+        let by_id = db.rows_by_id(
+            "audience_connections",
+            concat!("SELECT ", columns!(), " FROM audience_connections"),
+            |row: &Connection| row.id.as_str(),
+        );
+        Self { db, by_id }
+    }
+}
 
 fn user_from_row(row: &impl Record, prefix: &str) -> Result<UserRef, StoreError> {
     Ok(UserRef {
@@ -159,20 +163,7 @@ impl ConnectionRepository for SqlConnections {
     }
 
     async fn get(&self, id: &ResourceId) -> Result<Option<Arc<Connection>>, StoreError> {
-        self.db
-            .fetch_by_key(
-                self.by_id.as_deref(),
-                id.as_str(),
-                SqlBuilder::fixed(
-                    concat!(
-                        "SELECT ",
-                        columns!(),
-                        " FROM audience_connections WHERE id = $1"
-                    ),
-                    vec![Param::Text(id.as_str().to_owned())],
-                ),
-            )
-            .await
+        self.by_id.get(id.as_str()).await
     }
 
     async fn list(&self, filter: &ConnectionFilter) -> Result<Vec<Connection>, StoreError> {

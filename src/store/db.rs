@@ -5,7 +5,7 @@
 
 use super::record::FromRecord;
 use super::row_cache::RowCache;
-use super::sql::SqlBuilder;
+use super::sql::{SqlBuilder, params};
 use super::{StoreError, postgres, sqlite};
 use crate::config::SqliteSynchronous;
 use anyhow::Context;
@@ -193,43 +193,33 @@ impl Db {
         Ok(self)
     }
 
-    /// A cache of `table`'s rows by key for `fetch_by_key`, kept current by the SQLite
-    /// writer (see `row_cache`). None on PostgreSQL, whose rows other instances change too,
-    /// and when `with_row_caches` allowed no rows.
-    pub fn row_cache<T: Send + Sync + 'static>(
+    /// Reads of `table`'s rows by `id`, where `select` is `SELECT <columns> FROM <table>`:
+    /// on SQLite through a cache kept current by the writer (unless `with_row_caches` allowed
+    /// no rows), on PostgreSQL gathered with the lookups running beside them (see
+    /// `postgres::KeyedReads`); PostgreSQL has no cache, since other instances change its rows.
+    pub fn rows_by_id<T: FromRecord + Send + Sync + 'static>(
         &self,
         table: &'static str,
-    ) -> Option<Arc<RowCache<T>>> {
-        let Engine::Sqlite(sqlite) = &self.engine else {
-            return None;
-        };
-        if self.row_cache_entries == 0 {
-            return None;
-        }
-        let cache = Arc::new(RowCache::new(table, self.row_cache_entries));
-        sqlite.writer.register(cache.clone());
-        Some(cache)
-    }
-
-    /// The row with `key`, from `cache` when it holds it; `query` reads it otherwise.
-    pub async fn fetch_by_key<T: FromRecord + Send + Sync + 'static>(
-        &self,
-        cache: Option<&RowCache<T>>,
-        key: &str,
-        query: SqlBuilder,
-    ) -> Result<Option<Arc<T>>, StoreError> {
-        let Some(cache) = cache else {
-            return Ok(self.fetch_optional(query).await?.map(Arc::new));
-        };
-        match cache.get(key) {
-            Ok(row) => Ok(Some(row)),
-            Err(start) => {
-                let row = self.fetch_optional(query).await?.map(Arc::new);
-                if let Some(row) = &row {
-                    cache.keep(key, Arc::clone(row), start);
-                }
-                Ok(row)
+        select: &'static str,
+        id_of: fn(&T) -> &str,
+    ) -> RowsById<T> {
+        let how = match &self.engine {
+            Engine::Sqlite(_) if self.row_cache_entries == 0 => ById::Direct,
+            Engine::Sqlite(sqlite) => {
+                let cache = Arc::new(RowCache::new(table, self.row_cache_entries));
+                sqlite.writer.register(cache.clone());
+                ById::Cached(cache)
             }
+            Engine::Postgres(postgres) => ById::Gathered(postgres::KeyedReads::new(
+                Arc::clone(postgres),
+                format!("{select} WHERE id = ANY($1)"),
+                id_of,
+            )),
+        };
+        RowsById {
+            db: self.clone(),
+            select_one: format!("{select} WHERE id = $1"),
+            how,
         }
     }
 
@@ -345,6 +335,44 @@ impl Db {
                 sqlite.writer.close().await;
             }
             Engine::Postgres(postgres) => postgres.close().await,
+        }
+    }
+}
+
+/// A table's rows by id (`Db::rows_by_id`).
+pub struct RowsById<T> {
+    db: Db,
+    /// `SELECT <columns> FROM <table> WHERE id = $1`
+    select_one: String,
+    how: ById<T>,
+}
+
+enum ById<T> {
+    Direct,
+    Cached(Arc<RowCache<T>>),
+    Gathered(postgres::KeyedReads<T>),
+}
+
+impl<T: FromRecord + Send + Sync + 'static> RowsById<T> {
+    /// The row with `id`, if there is one.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<T>>, StoreError> {
+        let read_one = || {
+            self.db
+                .fetch_optional(SqlBuilder::fixed(&self.select_one, params![id]))
+        };
+        match &self.how {
+            ById::Direct => Ok(read_one().await?.map(Arc::new)),
+            ById::Gathered(reads) => reads.get(id).await,
+            ById::Cached(cache) => match cache.get(id) {
+                Ok(row) => Ok(Some(row)),
+                Err(start) => {
+                    let row = read_one().await?.map(Arc::new);
+                    if let Some(row) = &row {
+                        cache.keep(id, Arc::clone(row), start);
+                    }
+                    Ok(row)
+                }
+            },
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Invitations in SQL, and their emails in the outbox in the same transaction.
 
+use super::db::RowsById;
 use super::outbox::{OutboxMessage, enqueue};
 use super::record::{Count, FromRecord, Record};
-use super::row_cache::RowCache;
 use super::sql::{DerivedColumns, Param, SqlBuilder, params};
 use super::{Backend, Db, StoreError};
 use crate::domain::filter::{Condition, Filter, Op, SortKey};
@@ -139,18 +139,6 @@ pub trait InvitationRepository: Send + Sync {
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
 }
 
-pub struct SqlInvitations {
-    db: Db,
-    by_id: Option<Arc<RowCache<Invitation>>>,
-}
-
-impl SqlInvitations {
-    pub fn new(db: Db) -> Self {
-        let by_id = db.row_cache("invitations");
-        Self { db, by_id }
-    }
-}
-
 macro_rules! columns {
     () => {
         "id, type, state, email_address, first_name, last_name, identification, account_uri, \
@@ -158,6 +146,22 @@ macro_rules! columns {
          verification_count, failed_verifications, send_count, created_by, customer_id, \
          revision, created_at, updated_at, expires_at"
     };
+}
+
+pub struct SqlInvitations {
+    db: Db,
+    by_id: RowsById<Invitation>,
+}
+
+impl SqlInvitations {
+    pub fn new(db: Db) -> Self {
+        let by_id = db.rows_by_id(
+            "invitations",
+            concat!("SELECT ", columns!(), " FROM invitations"),
+            |row: &Invitation| row.id.as_str(),
+        );
+        Self { db, by_id }
+    }
 }
 
 impl FromRecord for Invitation {
@@ -460,17 +464,7 @@ impl InvitationRepository for SqlInvitations {
     }
 
     async fn get(&self, id: &ResourceId) -> Result<Option<Invitation>, StoreError> {
-        let invitation = self
-            .db
-            .fetch_by_key(
-                self.by_id.as_deref(),
-                id.as_str(),
-                SqlBuilder::fixed(
-                    concat!("SELECT ", columns!(), " FROM invitations WHERE id = $1"),
-                    vec![Param::Text(id.as_str().to_owned())],
-                ),
-            )
-            .await?;
+        let invitation = self.by_id.get(id.as_str()).await?;
         // The cache holds the row as stored; expiry is worked out at each read (on a copy only
         // when the cache shares the row).
         Ok(invitation.map(|shared| {

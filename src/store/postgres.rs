@@ -12,10 +12,11 @@ use super::record::FromRecord;
 use super::sql::SqlBuilder;
 use anyhow::{Context, anyhow};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgSeverity};
-use sqlx::{Connection, Executor};
+use sqlx::{AssertSqlSafe, Connection, Executor};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Statements run on a checkout, for `Connections::retrying`.
 pub type Statements<'c, T> =
@@ -240,4 +241,117 @@ pub async fn fetch_optional<T: FromRecord>(
 pub async fn execute(conn: &mut Checkout, query: SqlBuilder) -> Result<u64, StoreError> {
     let done = query.build().execute(conn.conn()).await;
     Ok(conn.settle(done)?.rows_affected())
+}
+
+/// Reads of single rows by key, gathered: the lookups that arrive while statements are out go
+/// together in the next one, `WHERE <key> = ANY($1)`. A get-by-id is bound by its round trip
+/// to the server (the server's work for one indexed row is a fraction of the cost of receiving
+/// and answering a statement), so under concurrent load one statement for many lookups
+/// serves more of them on the same CPU. Each lookup is still read by a statement that starts
+/// after it arrived, so it sees every write committed before it: nothing is cached.
+pub struct KeyedReads<T> {
+    queue: mpsc::UnboundedSender<Lookup<T>>,
+}
+
+struct Lookup<T> {
+    key: String,
+    reply: oneshot::Sender<Result<Option<Arc<T>>, StoreError>>,
+}
+
+/// Statements a `KeyedReads` has out at once: with one, lookups would wait for a whole round
+/// trip behind a statement they just missed; more than a few add round trips, not batches.
+const KEYED_READERS: usize = 4;
+/// Keys one statement reads at most.
+const KEYED_BATCH: usize = 64;
+
+impl<T: FromRecord + Send + Sync + 'static> KeyedReads<T> {
+    /// Lookups with `select_by_keys`, which reads the rows whose key is in the text array `$1`;
+    /// `key_of` tells a row's key. Starts the readers on the current Tokio runtime.
+    pub fn new(pool: Arc<Connections>, select_by_keys: String, key_of: fn(&T) -> &str) -> Self {
+        let (queue, lookups) = mpsc::unbounded_channel();
+        let lookups = Arc::new(tokio::sync::Mutex::new(lookups));
+        let select_by_keys: Arc<str> = select_by_keys.into();
+        for _ in 0..KEYED_READERS {
+            tokio::spawn(read_batches(
+                Arc::clone(&pool),
+                Arc::clone(&lookups),
+                Arc::clone(&select_by_keys),
+                key_of,
+            ));
+        }
+        Self { queue }
+    }
+
+    /// The row with `key`, if there is one.
+    pub async fn get(&self, key: &str) -> Result<Option<Arc<T>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Lookup {
+                key: key.to_owned(),
+                reply,
+            })
+            .map_err(|_| anyhow!("the PostgreSQL readers by key have stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow!("a PostgreSQL reader by key stopped before answering"))?
+    }
+}
+
+/// One reader of a `KeyedReads`: takes the lookups waiting (at least one), reads them in one
+/// statement and answers each. Ends when the `KeyedReads` is dropped.
+async fn read_batches<T: FromRecord + Send + Sync + 'static>(
+    pool: Arc<Connections>,
+    lookups: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Lookup<T>>>>,
+    select_by_keys: Arc<str>,
+    key_of: fn(&T) -> &str,
+) {
+    let mut batch = Vec::with_capacity(KEYED_BATCH);
+    loop {
+        {
+            let mut lookups = lookups.lock().await;
+            if lookups.recv_many(&mut batch, KEYED_BATCH).await == 0 {
+                return;
+            }
+        }
+        // Lookups whose request went away (the client hung up) need no answer.
+        batch.retain(|lookup| !lookup.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let keys: Arc<[String]> = batch.iter().map(|lookup| lookup.key.clone()).collect();
+        let read = pool
+            .retrying(|conn| {
+                let (sql, keys) = (Arc::clone(&select_by_keys), Arc::clone(&keys));
+                Box::pin(async move {
+                    let rows = sqlx::query(AssertSqlSafe(&*sql))
+                        .bind(&*keys)
+                        .fetch_all(conn.conn())
+                        .await;
+                    conn.settle(rows)?
+                        .iter()
+                        .map(T::from_record)
+                        .collect::<Result<Vec<T>, _>>()
+                })
+            })
+            .await
+            // The connection goes back before the answers go out.
+            .map(|(rows, _conn)| rows);
+        match read {
+            Ok(rows) => {
+                let rows: Vec<Arc<T>> = rows.into_iter().map(Arc::new).collect();
+                let by_key: HashMap<&str, &Arc<T>> =
+                    rows.iter().map(|row| (key_of(row), row)).collect();
+                for lookup in batch.drain(..) {
+                    let row = by_key.get(lookup.key.as_str()).map(|row| Arc::clone(row));
+                    let _ = lookup.reply.send(Ok(row));
+                }
+            }
+            Err(err) => {
+                let message = format!("{err:#}");
+                for lookup in batch.drain(..) {
+                    let _ = lookup.reply.send(Err(anyhow!("{message}").into()));
+                }
+            }
+        }
+    }
 }
