@@ -535,6 +535,25 @@ mod tests {
         assert_eq!(query_only, 1);
     }
 
+    #[test]
+    fn sqlite_is_built_without_process_wide_locks() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut statement = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "one page-cache group for all connections: {options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "memory statistics on: {options:?}"
+        );
+    }
+
     fn insert(id: &str) -> SqlBuilder {
         SqlBuilder::fixed("INSERT INTO t (id) VALUES ($1)", vec![Param::from(id)])
     }
