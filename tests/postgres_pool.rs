@@ -156,3 +156,44 @@ async fn gathered_reads_by_id_survive_a_connection_the_server_ended() {
     assert_eq!(found(b.unwrap()), Some("b".into()));
     assert_eq!(found(c.unwrap()), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gathered_reads_by_id_do_not_wait_long_behind_a_slow_statement() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let url = app
+        .config
+        .database
+        .url
+        .as_deref()
+        .expect("a PostgreSQL URL");
+    let db = Db::connect(url, 4, SqliteSynchronous::Full).await.unwrap();
+    db.execute(SqlBuilder::new("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
+        .await
+        .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    for id in ["a", "slow"] {
+        insert_probe(&mut tx, id).await;
+    }
+    tx.commit().await.unwrap();
+    // Reading "slow" takes two seconds, as on a connection that stopped answering.
+    let probes = std::sync::Arc::new(db.rows_by_id(
+        "probe",
+        "SELECT id, pg_sleep(CASE WHEN id = 'slow' THEN 2 ELSE 0 END) AS pause FROM probe",
+        |p: &Probe| &p.id,
+    ));
+    let slow = tokio::spawn({
+        let probes = std::sync::Arc::clone(&probes);
+        async move { probes.get("slow").await.unwrap().map(|p| p.id.clone()) }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let a = probes.get("a").await.unwrap().map(|p| p.id.clone());
+    let waited = started.elapsed();
+    assert_eq!(a, Some("a".into()));
+    assert!(
+        waited < Duration::from_millis(1000),
+        "a lookup waited {waited:?} behind a slow statement"
+    );
+    assert!(!slow.is_finished(), "the slow statement answered early");
+    assert_eq!(slow.await.unwrap(), Some("slow".into()));
+}

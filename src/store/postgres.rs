@@ -14,9 +14,10 @@ use anyhow::{Context, anyhow};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgSeverity};
 use sqlx::{AssertSqlSafe, Connection, Executor};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Statements run on a checkout, for `Connections::retrying`.
 pub type Statements<'c, T> =
@@ -243,12 +244,17 @@ pub async fn execute(conn: &mut Checkout, query: SqlBuilder) -> Result<u64, Stor
     Ok(conn.settle(done)?.rows_affected())
 }
 
-/// Reads of single rows by key, gathered: the lookups that arrive while statements are out go
+/// Reads of single rows by key, gathered: the lookups that arrive while a statement is out go
 /// together in the next one, `WHERE <key> = ANY($1)`. A get-by-id is bound by its round trip
 /// to the server (the server's work for one indexed row is a fraction of the cost of receiving
 /// and answering a statement), so under concurrent load one statement for many lookups
 /// serves more of them on the same CPU. Each lookup is still read by a statement that starts
 /// after it arrived, so it sees every write committed before it: nothing is cached.
+///
+/// One statement is out at a time while answers come back promptly, so that the next one
+/// gathers every lookup that arrived meanwhile; a statement out for longer than
+/// `KEYED_PATIENCE` (a slow or dead connection) lets another start beside it, up to
+/// `KEYED_READERS`.
 pub struct KeyedReads<T> {
     queue: mpsc::UnboundedSender<Lookup<T>>,
 }
@@ -258,9 +264,13 @@ struct Lookup<T> {
     reply: oneshot::Sender<Result<Option<Arc<T>>, StoreError>>,
 }
 
-/// Statements a `KeyedReads` has out at once: with one, lookups would wait for a whole round
-/// trip behind a statement they just missed; more than a few add round trips, not batches.
+/// Statements a `KeyedReads` has out at most, when earlier ones are slow to answer.
 const KEYED_READERS: usize = 4;
+/// How long the next statement waits for the one out before it starts beside it. Loopback
+/// round trips take 0.1-0.5 ms under load; a statement out this long is stuck or slow, and the
+/// lookups behind it should not wait for it. Measured on one seeded database (get-by-id, 32
+/// clients): four statements out freely, 31,000-34,000 req/s; one at a time, 42,000-45,000.
+const KEYED_PATIENCE: Duration = Duration::from_millis(5);
 /// Keys one statement reads at most.
 const KEYED_BATCH: usize = 64;
 
@@ -271,10 +281,12 @@ impl<T: FromRecord + Send + Sync + 'static> KeyedReads<T> {
         let (queue, lookups) = mpsc::unbounded_channel();
         let lookups = Arc::new(tokio::sync::Mutex::new(lookups));
         let select_by_keys: Arc<str> = select_by_keys.into();
+        let out = Arc::new(Outstanding::default());
         for _ in 0..KEYED_READERS {
             tokio::spawn(read_batches(
                 Arc::clone(&pool),
                 Arc::clone(&lookups),
+                Arc::clone(&out),
                 Arc::clone(&select_by_keys),
                 key_of,
             ));
@@ -297,22 +309,68 @@ impl<T: FromRecord + Send + Sync + 'static> KeyedReads<T> {
     }
 }
 
+/// The statements a `KeyedReads` has out.
+#[derive(Default)]
+struct Outstanding {
+    count: AtomicUsize,
+    answered: Notify,
+}
+
+impl Outstanding {
+    /// Counts a statement as out until the guard drops.
+    fn start(&self) -> OutGuard<'_> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        OutGuard(self)
+    }
+
+    /// Returns once no statement is out.
+    async fn none(&self) {
+        loop {
+            let answered = self.answered.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            answered.await;
+        }
+    }
+}
+
+struct OutGuard<'a>(&'a Outstanding);
+
+impl Drop for OutGuard<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.answered.notify_waiters();
+    }
+}
+
 /// One reader of a `KeyedReads`: takes the lookups waiting (at least one), reads them in one
 /// statement and answers each. Ends when the `KeyedReads` is dropped.
 async fn read_batches<T: FromRecord + Send + Sync + 'static>(
     pool: Arc<Connections>,
     lookups: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Lookup<T>>>>,
+    out: Arc<Outstanding>,
     select_by_keys: Arc<str>,
     key_of: fn(&T) -> &str,
 ) {
     let mut batch = Vec::with_capacity(KEYED_BATCH);
     loop {
-        {
+        let statement = {
+            // The reader holding the queue waits for a first lookup, then for the statement
+            // out (if any) to answer, and takes everything that arrived by then.
             let mut lookups = lookups.lock().await;
-            if lookups.recv_many(&mut batch, KEYED_BATCH).await == 0 {
+            if lookups.recv_many(&mut batch, 1).await == 0 {
                 return;
             }
-        }
+            let _ = tokio::time::timeout(KEYED_PATIENCE, out.none()).await;
+            while batch.len() < KEYED_BATCH
+                && let Ok(lookup) = lookups.try_recv()
+            {
+                batch.push(lookup);
+            }
+            // Counted before the queue is released, so the next reader waits for it.
+            out.start()
+        };
         // Lookups whose request went away (the client hung up) need no answer.
         batch.retain(|lookup| !lookup.reply.is_closed());
         if batch.is_empty() {
@@ -336,6 +394,7 @@ async fn read_batches<T: FromRecord + Send + Sync + 'static>(
             .await
             // The connection goes back before the answers go out.
             .map(|(rows, _conn)| rows);
+        drop(statement);
         match read {
             Ok(rows) => {
                 let rows: Vec<Arc<T>> = rows.into_iter().map(Arc::new).collect();
