@@ -319,6 +319,43 @@ impl Db {
         }
     }
 
+    /// The rows of a page and those of its count. On SQLite both run on one blocking thread, one
+    /// after the other: a hand-off to a blocking thread and back costs about as much as a capped
+    /// count (A/B with 32 clients: customer lists +10%, staff lists +1%; one client at a time
+    /// waits 0.06-0.1 ms longer). On PostgreSQL they run side by side on two connections, each a
+    /// round trip.
+    pub async fn list_and_count<T, C>(
+        &self,
+        page: SqlBuilder,
+        count: SqlBuilder,
+    ) -> (Result<Vec<T>, StoreError>, Result<Vec<C>, StoreError>)
+    where
+        T: FromRecord + Send + 'static,
+        C: FromRecord + Send + 'static,
+    {
+        match &self.engine {
+            Engine::Sqlite(sqlite) => {
+                let both = sqlite
+                    .readers
+                    .with_blocking(move |conn| {
+                        Ok((
+                            sqlite::fetch(conn, &page, usize::MAX),
+                            sqlite::fetch(conn, &count, usize::MAX),
+                        ))
+                    })
+                    .await;
+                match both {
+                    Ok(both) => both,
+                    Err(err) => {
+                        let message = format!("{err:#}");
+                        (Err(err), Err(anyhow::anyhow!("{message}").into()))
+                    }
+                }
+            }
+            Engine::Postgres(_) => tokio::join!(self.fetch_all(page), self.fetch_all(count)),
+        }
+    }
+
     pub async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations")
             .run(&self.write)

@@ -497,10 +497,12 @@ impl InvitationRepository for SqlInvitations {
             .push(" ORDER BY created_at, id LIMIT ")
             .bind(Param::Int(COUNT_LIMIT + 1))
             .push(") capped");
-        // The count runs beside the page rather than after it: a list answers in the time of
-        // the slower of the two (a customer's list visits all its matches in both). When the
-        // page is not full it tells the count itself, and the count's answer goes unused.
-        let (items, counted) = tokio::join!(self.db.list::<Invitation>(page), self.db.list(count));
+        // When the page is not full it tells the count itself, and the count's answer goes
+        // unused.
+        let (items, counted) = self
+            .db
+            .list_and_count::<Invitation, Count>(page, count)
+            .await;
         let items: Vec<Invitation> = items?.into_iter().map(|i| i.as_of(now)).collect();
         if let Some(total) = count_from_page(query.start, query.limit, items.len()) {
             return Ok((items, Some(total)));
