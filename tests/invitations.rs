@@ -677,6 +677,120 @@ async fn list_pages_with_count_and_hal_links(backend: Backend) {
     }
 }
 
+/// A customer's list merges their own invitations with those on each account and organization
+/// they hold (read one by one up to 16 resources, together beyond): every page, order and
+/// count must be what filtering the staff list by hand gives.
+async fn customer_lists_show_exactly_what_they_may_see_in_every_page_and_order(backend: Backend) {
+    const DAVE: &str = "customer-dave";
+    let app = spawn(backend).await;
+    let daves: Vec<String> = (0..17)
+        .map(|n| format!("https://api.bank.example/accounts/account/dave-{n:02}"))
+        .collect();
+    let row = |customer: &str, uri: &str| Entitlement {
+        customer_id: customer.into(),
+        resource_uri: uri.into(),
+        role: "owner".into(),
+        joint_owners_disabled: false,
+    };
+    let mut held = vec![row(ALICE, ACCOUNT), row(ALICE, ORG), row(BOB, ACCOUNT)];
+    held.extend(daves.iter().map(|uri| row(DAVE, uri)));
+    held.push(row(ALICE, &daves[3]));
+    TableEntitlements::new(app.db.clone())
+        .replace_all(&held)
+        .await
+        .unwrap();
+    let on = |account: &str, email: &str| {
+        let mut body = joint(email);
+        body["accountUri"] = json!(account);
+        body
+    };
+    let signer = |email: &str| json!({"sharedSecret": SECRET, "type": "authorizedSigner", "organizationUri": ORG, "inviterFullName": "Alice", "emailAddress": email});
+    let (alice, bob, dave) = (app.customer(ALICE), app.customer(BOB), app.customer(DAVE));
+    let mut revoke = Vec::new();
+    for n in 0..4 {
+        let (a, _) = create_as(&app, &alice, &on(ACCOUNT, &format!("a{n}@x.example"))).await;
+        create_as(&app, &alice, &signer(&format!("s{n}@x.example"))).await;
+        let (b, _) = create_as(&app, &bob, &on(ACCOUNT, &format!("b{n}@x.example"))).await;
+        create_as(
+            &app,
+            &dave,
+            &on(&daves[n * 4 % 17], &format!("d{n}@x.example")),
+        )
+        .await;
+        if n % 2 == 0 {
+            revoke.extend([id_of(&a), id_of(&b)]);
+        }
+    }
+    create_as(&app, &dave, &on(&daves[3], "shared@x.example")).await;
+    for id in &revoke {
+        let res = app
+            .as_admin(
+                Method::POST,
+                &format!("/invitations/revoked?invitation={id}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let everything = app
+        .get_json(&app.admin(), &format!("{COLLECTION}?limit=1000"))
+        .await;
+    let everything = everything["_embedded"]["items"].as_array().unwrap().clone();
+    assert_eq!(everything.len(), 17);
+    let text = |item: &Value, field: &str| item[field].as_str().unwrap_or("").to_owned();
+    let cases: [(&str, &Headers, Vec<&str>); 3] = [
+        (ALICE, &alice, vec![ACCOUNT, ORG, &daves[3]]),
+        (BOB, &bob, vec![ACCOUNT]),
+        (DAVE, &dave, daves.iter().map(String::as_str).collect()),
+    ];
+    for (customer, headers, resources) in cases {
+        let visible: Vec<&Value> = everything
+            .iter()
+            .filter(|item| {
+                text(item, "customerId") == customer
+                    || resources.contains(&text(item, "accountUri").as_str())
+                    || resources.contains(&text(item, "organizationUri").as_str())
+            })
+            .collect();
+        let sent: Vec<&Value> = visible
+            .iter()
+            .copied()
+            .filter(|item| item["state"] == "sent")
+            .collect();
+        // Stable: ties stay in creation order, as the API breaks them.
+        let mut by_state = visible.clone();
+        by_state.sort_by_key(|item| std::cmp::Reverse(text(item, "state")));
+        for (query, expected) in [
+            ("", &visible),
+            ("&filter=eq(state,sent)", &sent),
+            ("&sortBy=-state", &by_state),
+        ] {
+            let expected: Vec<String> = expected.iter().map(|item| text(item, "_id")).collect();
+            for limit in 1..=4 {
+                let mut seen = Vec::new();
+                let mut start = 0;
+                while start <= expected.len() {
+                    let page = app
+                        .get_json(
+                            headers,
+                            &format!("{COLLECTION}?start={start}&limit={limit}{query}"),
+                        )
+                        .await;
+                    assert_eq!(
+                        page["count"],
+                        expected.len(),
+                        "{customer} {query} start={start} limit={limit}"
+                    );
+                    seen.extend(item_ids(&page));
+                    start += limit;
+                }
+                assert_eq!(seen, expected, "{customer} {query} limit={limit}");
+            }
+        }
+    }
+}
+
 async fn list_leaves_out_a_count_beyond_the_limit(backend: Backend) {
     let key = tandem::domain::sealed::SecretBox::generate_key();
     let secrets = tandem::domain::sealed::SecretBox::from_base64(&key).unwrap();
@@ -1774,6 +1888,7 @@ on_both_backends!(
     another_customer_can_neither_read_change_nor_act_on_an_invitation,
     list_pages_with_count_and_hal_links,
     list_answers_an_empty_page_for_the_largest_start,
+    customer_lists_show_exactly_what_they_may_see_in_every_page_and_order,
     list_leaves_out_a_count_beyond_the_limit,
     list_checks_every_parameter_even_when_nothing_can_be_pending,
     list_filters_sorts_and_searches,
