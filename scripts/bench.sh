@@ -188,7 +188,8 @@ EOF
 
   echo "-- measuring ($DURATION each, -t$THREADS -c$CONNECTIONS)" >&2
   # Reads, then creates, then the actions and verification, which use up seeded ids. The
-  # customer's list is measured before the creates, which add to customer 1's invitations. The
+  # customer's list is measured before the creates, which add to customer 1's invitations, and
+  # again after them. The
   # staff list goes last: when it is slow, requests still running after wrk stops would slow
   # whatever came next.
   paced() { # SCRIPT: latency under a steady load below saturation (with 32 clients on 2 cores a
@@ -199,9 +200,13 @@ EOF
     run_wrk "$backend" "$script" "$script" "$base" "$DURATION"
   done
   paced list-invitations-customer
-  for script in create-connection create-invitation connection-inactive connection-failed \
-    connection-active invitation-revoke invitation-resend invitation-complete verify \
-    list-invitations-staff; do
+  for script in create-connection create-invitation; do
+    run_wrk "$backend" "$script" "$script" "$base" "$DURATION"
+  done
+  # The creates were customer 1's: its list again, now over tens of thousands of its own.
+  run_wrk "$backend" list-invitations-customer-grown list-invitations-customer "$base" "$DURATION"
+  for script in connection-inactive connection-failed connection-active invitation-revoke \
+    invitation-resend invitation-complete verify list-invitations-staff; do
     run_wrk "$backend" "$script" "$script" "$base" "$DURATION"
   done
   # The staff list once more one request at a time: its latency without queueing behind others.
@@ -250,6 +255,7 @@ awk -v limit="$LIST_LIMIT" -v clients="$CONNECTIONS" -v paced="$PACED_CLIENTS" -
       if (op == "list-connections") notes = notes "state=active, limit=" limit "; "
       if (op ~ /-c1$/) notes = notes "wrk -t1 -c1: one request at a time; "
       if (op ~ /-paced$/) notes = notes paced " clients, each pausing " pause " ms after every answer; "
+      if (op ~ /-grown$/) notes = notes "after create-invitation, whose invitations are all customer 1'"'"'s; "
       if (op ~ /^list-invitations/) notes = notes "filter=eq(state,sent), first page of 100 (count given up to 1000 matches); "
       ratio = hello[b] > 0 ? rps / hello[b] : 0
       printf "| %s | %s | %.0f | %.2f | %.2f | %d | %.3f | %s |\n", b, op, rps, field("p50_ms"), p99, field("non2xx"), ratio, notes
