@@ -87,38 +87,38 @@ fn link(href: impl Into<String>) -> Link {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = invitation)]
-pub struct InvitationBody {
+pub struct InvitationBody<'a> {
     #[serde(rename = "_profile")]
     pub profile: &'static str,
     #[serde(rename = "_links")]
     pub links: BTreeMap<&'static str, Link>,
     #[serde(rename = "_id")]
-    pub id: String,
+    pub id: &'a str,
     /// joint, authorizedSigner or productPromotion.
-    pub r#type: String,
+    pub r#type: &'static str,
     /// sent, accepted, completed, revoked or expired.
-    pub state: String,
-    pub email_address: String,
+    pub state: &'static str,
+    pub email_address: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<String>,
+    pub first_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<String>,
+    pub last_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub identification: Option<String>,
+    pub identification: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub account_uri: Option<String>,
+    pub account_uri: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub organization_uri: Option<String>,
+    pub organization_uri: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    pub inviter_full_name: String,
+    pub role: Option<&'a str>,
+    pub inviter_full_name: &'a str,
     /// Shown to the inviter and to staff only (as is `identification`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 8)]
     pub shared_secret: Option<String>,
     pub verification_count: i64,
-    pub created_by: String,
-    pub customer_id: String,
+    pub created_by: &'a str,
+    pub customer_id: &'a str,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -127,7 +127,7 @@ pub struct InvitationBody {
     pub expires_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub attributes: Option<Value>,
+    pub attributes: Option<&'a Value>,
 }
 
 /// Representation used to create a new invitation.
@@ -200,7 +200,7 @@ pub struct VerificationBody {
 /// A page of invitations with paging links.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = invitations)]
-pub struct InvitationsBody {
+pub struct InvitationsBody<'a> {
     #[serde(rename = "_profile")]
     profile: &'static str,
     #[serde(rename = "_links")]
@@ -212,17 +212,21 @@ pub struct InvitationsBody {
     count: Option<i64>,
     name: &'static str,
     #[serde(rename = "_embedded")]
-    embedded: EmbeddedItems,
+    embedded: EmbeddedItems<'a>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct EmbeddedItems {
-    items: Vec<InvitationBody>,
+pub struct EmbeddedItems<'a> {
+    items: Vec<InvitationBody<'a>>,
 }
 
 impl InvitationsContext {
     /// The HAL representation as `access` may see it.
-    pub fn body(&self, inv: &Invitation, access: Access) -> Result<InvitationBody, ApiError> {
+    pub fn body<'a>(
+        &self,
+        inv: &'a Invitation,
+        access: Access,
+    ) -> Result<InvitationBody<'a>, ApiError> {
         let id = inv.id.as_str();
         let mut links = BTreeMap::from([("self", link(format!("{COLLECTION}/{id}")))]);
         let sent = inv.state == InvitationState::Sent;
@@ -260,26 +264,26 @@ impl InvitationsContext {
         Ok(InvitationBody {
             profile: INVITATION_PROFILE,
             links,
-            id: id.to_owned(),
-            r#type: inv.kind.as_str().to_owned(),
-            state: inv.state.as_str().to_owned(),
-            email_address: inv.email_address.clone(),
-            first_name: inv.first_name.clone(),
-            last_name: inv.last_name.clone(),
+            id,
+            r#type: inv.kind.as_str(),
+            state: inv.state.as_str(),
+            email_address: &inv.email_address,
+            first_name: inv.first_name.as_deref(),
+            last_name: inv.last_name.as_deref(),
             // Government id digits, like the secret, stay with the inviter and staff.
-            identification: inv.identification.clone().filter(|_| access.may_act()),
-            account_uri: inv.account_uri.clone(),
-            organization_uri: inv.organization_uri.clone(),
-            role: inv.role.clone(),
-            inviter_full_name: inv.inviter_full_name.clone(),
+            identification: inv.identification.as_deref().filter(|_| access.may_act()),
+            account_uri: inv.account_uri.as_deref(),
+            organization_uri: inv.organization_uri.as_deref(),
+            role: inv.role.as_deref(),
+            inviter_full_name: &inv.inviter_full_name,
             shared_secret,
             verification_count: inv.verification_count,
-            created_by: inv.created_by.clone(),
-            customer_id: inv.customer_id.clone(),
+            created_by: &inv.created_by,
+            customer_id: &inv.customer_id,
             created_at: inv.created_at.to_rfc3339(),
             updated_at: inv.updated_at.to_rfc3339(),
             expires_at: inv.expires_at.to_rfc3339(),
-            attributes: inv.attributes.clone(),
+            attributes: inv.attributes.as_ref(),
         })
     }
 
@@ -607,7 +611,7 @@ fn page_response(
     limit: i64,
     count: Option<i64>,
     raw: Option<&str>,
-    items: Vec<InvitationBody>,
+    items: Vec<InvitationBody<'_>>,
 ) -> Response {
     let mut links = BTreeMap::from([
         ("self", link(page_href(raw, start, limit))),
