@@ -254,7 +254,7 @@ pub async fn execute(conn: &mut Checkout, query: SqlBuilder) -> Result<u64, Stor
 /// One statement is out at a time while answers come back promptly, so that the next one
 /// gathers every lookup that arrived meanwhile; a statement out for longer than
 /// `KEYED_PATIENCE` (a slow or dead connection) lets another start beside it, up to
-/// `KEYED_READERS`.
+/// `KEYED_READERS`. While one is stuck, the next ones go out a `KEYED_PATIENCE` apart.
 pub struct KeyedReads<T> {
     queue: mpsc::UnboundedSender<Lookup<T>>,
 }
