@@ -13,16 +13,39 @@ use tandem::store::Db;
 use tandem::store::record::{Count, FromRecord, Record};
 use tandem::store::sql::{Param, SqlBuilder};
 
-/// A `Db` with one store connection on the test app's database, so that every statement
-/// below runs on the same connection unless it was replaced.
-async fn single_connection(app: &TestApp) -> Db {
+/// A `Db` on the test app's database with at most `connections` store connections.
+async fn connect(app: &TestApp, connections: u32) -> Db {
     let url = app
         .config
         .database
         .url
         .as_deref()
         .expect("a PostgreSQL URL");
-    Db::connect(url, 1, SqliteSynchronous::Full).await.unwrap()
+    Db::connect(url, connections, SqliteSynchronous::Full)
+        .await
+        .unwrap()
+}
+
+/// A `Db` with one store connection on the test app's database, so that every statement
+/// below runs on the same connection unless it was replaced.
+async fn single_connection(app: &TestApp) -> Db {
+    connect(app, 1).await
+}
+
+async fn create_probe_table(db: &Db) {
+    db.execute(SqlBuilder::new("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
+        .await
+        .unwrap();
+}
+
+/// The probe table holding `ids`, committed.
+async fn probes_with(db: &Db, ids: &[&str]) {
+    create_probe_table(db).await;
+    let mut tx = db.begin().await.unwrap();
+    for id in ids {
+        insert_probe(&mut tx, id).await;
+    }
+    tx.commit().await.unwrap();
 }
 
 /// The number a `SELECT ... AS n` query answers.
@@ -51,9 +74,7 @@ async fn insert_probe(tx: &mut tandem::store::Tx, id: &str) {
 async fn a_dropped_transaction_is_rolled_back_before_its_connection_serves_again() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let db = single_connection(&app).await;
-    db.execute(SqlBuilder::new("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
-        .await
-        .unwrap();
+    create_probe_table(&db).await;
     let pid = backend_pid(&db).await.unwrap();
     let mut tx = db.begin().await.unwrap();
     insert_probe(&mut tx, "never committed").await;
@@ -139,14 +160,7 @@ impl FromRecord for Probe {
 async fn gathered_reads_by_id_survive_a_connection_the_server_ended() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let db = single_connection(&app).await;
-    db.execute(SqlBuilder::new("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
-        .await
-        .unwrap();
-    let mut tx = db.begin().await.unwrap();
-    for id in ["a", "b"] {
-        insert_probe(&mut tx, id).await;
-    }
-    tx.commit().await.unwrap();
+    probes_with(&db, &["a", "b"]).await;
     let probes = db.rows_by_id("probe", "SELECT id FROM probe", |p: &Probe| &p.id);
     let found = |row: Option<std::sync::Arc<Probe>>| row.map(|p| p.id.clone());
     assert_eq!(found(probes.get("a").await.unwrap()), Some("a".into()));
@@ -160,21 +174,8 @@ async fn gathered_reads_by_id_survive_a_connection_the_server_ended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gathered_reads_by_id_do_not_wait_long_behind_a_slow_statement() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    let url = app
-        .config
-        .database
-        .url
-        .as_deref()
-        .expect("a PostgreSQL URL");
-    let db = Db::connect(url, 4, SqliteSynchronous::Full).await.unwrap();
-    db.execute(SqlBuilder::new("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
-        .await
-        .unwrap();
-    let mut tx = db.begin().await.unwrap();
-    for id in ["a", "slow"] {
-        insert_probe(&mut tx, id).await;
-    }
-    tx.commit().await.unwrap();
+    let db = connect(&app, 4).await;
+    probes_with(&db, &["a", "slow"]).await;
     // Reading "slow" takes two seconds, as on a connection that stopped answering.
     let probes = std::sync::Arc::new(db.rows_by_id(
         "probe",
