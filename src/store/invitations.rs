@@ -462,6 +462,12 @@ fn page_query(
                 .push(", created_at, id");
         }
     };
+    let bounds = |q: &mut SqlBuilder| {
+        q.push(" LIMIT ")
+            .bind(Param::Int(query.limit))
+            .push(" OFFSET ")
+            .bind(Param::Int(query.start));
+    };
     let mut page = SqlBuilder::new(concat!("SELECT ", columns!()));
     let reaches = Reach::of(&query.visibility);
     if let [reach] = reaches.as_slice() {
@@ -470,10 +476,7 @@ fn page_query(
         }
         push_matching(&mut page, query, state, reach);
         order(&mut page);
-        page.push(" LIMIT ")
-            .bind(Param::Int(query.limit))
-            .push(" OFFSET ")
-            .bind(Param::Int(query.start));
+        bounds(&mut page);
         if from_index {
             page.push(")");
             order(&mut page);
@@ -495,10 +498,7 @@ fn page_query(
     );
     page.push(")");
     order(&mut page);
-    page.push(" LIMIT ")
-        .bind(Param::Int(query.limit))
-        .push(" OFFSET ")
-        .bind(Param::Int(query.start));
+    bounds(&mut page);
     page
 }
 
