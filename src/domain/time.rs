@@ -34,8 +34,8 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         // Lists show three timestamps per item; the `time` crate's formatter interprets its
         // format description on every call, several times the cost of writing the digits.
-        if (MIN_FOUR_DIGIT_YEAR..=MAX_FOUR_DIGIT_YEAR).contains(&self.0) {
-            return self.four_digit_year_rfc3339();
+        if let Some(text) = self.four_digit_year_rfc3339() {
+            return text.as_str().to_owned();
         }
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .ok()
@@ -43,8 +43,12 @@ impl Timestamp {
             .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
     }
 
-    /// Years 0000-9999, with the civil date from Howard Hinnant's `civil_from_days`.
-    fn four_digit_year_rfc3339(self) -> String {
+    /// Years 0000-9999, with the civil date from Howard Hinnant's `civil_from_days`; `None`
+    /// outside them. On the stack, so that a response can show it without allocating.
+    fn four_digit_year_rfc3339(self) -> Option<Rfc3339Text> {
+        if !(MIN_FOUR_DIGIT_YEAR..=MAX_FOUR_DIGIT_YEAR).contains(&self.0) {
+            return None;
+        }
         let days = self.0.div_euclid(86_400_000);
         let ms_of_day = self.0.rem_euclid(86_400_000);
         let z = days + 719_468;
@@ -83,7 +87,17 @@ impl Timestamp {
         ] {
             out[at] = separator;
         }
-        out.iter().map(|&b| char::from(b)).collect()
+        Some(Rfc3339Text(out))
+    }
+}
+
+/// A timestamp of years 0000-9999 as its 24 ASCII characters.
+struct Rfc3339Text([u8; 24]);
+
+impl Rfc3339Text {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written into it.
+        std::str::from_utf8(&self.0).expect("an RFC 3339 timestamp is ASCII")
     }
 }
 
@@ -99,7 +113,10 @@ impl fmt::Display for Timestamp {
 
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        match self.four_digit_year_rfc3339() {
+            Some(text) => s.serialize_str(text.as_str()),
+            None => s.serialize_str(&self.to_rfc3339()),
+        }
     }
 }
 
@@ -163,6 +180,21 @@ mod tests {
             ms in MIN_FOUR_DIGIT_YEAR..=MAX_FOUR_DIGIT_YEAR
         ) {
             proptest::prop_assert_eq!(Timestamp::from_millis(ms).to_rfc3339(), formatted_by_time(ms));
+        }
+
+        /// The wire form (written from the stack) is the text form, in and beyond 0000-9999.
+        #[test]
+        fn serialized_as_its_rfc3339_text(
+            ms in proptest::prop_oneof![
+                MIN_FOUR_DIGIT_YEAR..=MAX_FOUR_DIGIT_YEAR,
+                proptest::num::i64::ANY
+            ]
+        ) {
+            let t = Timestamp::from_millis(ms);
+            proptest::prop_assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                format!("\"{}\"", t.to_rfc3339())
+            );
         }
     }
 

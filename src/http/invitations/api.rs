@@ -2,8 +2,8 @@
 //! HAL responses; the rules live in `domain::invitation`.
 
 use super::{
-    Access, COLLECTION, Claimed, InvitationsContext, Scope, Verification, access_given,
-    mismatch_error, not_found, refusal_error, require_scope,
+    ACCEPT_PATH, Access, COLLECTION, Claimed, InvitationsContext, Scope, Verification,
+    access_given, mismatch_error, not_found, refusal_error, require_scope,
 };
 use crate::auth::Caller;
 use crate::domain::etag::Condition;
@@ -83,6 +83,76 @@ fn link(href: impl Into<String>) -> Link {
     Link { href: href.into() }
 }
 
+/// An invitation's `_links`: only the actions allowed now. The hrefs are written straight into
+/// the response; a page of 100 would otherwise format and free about 400 of them.
+#[derive(Debug)]
+pub struct InvitationLinks<'a> {
+    id: &'a str,
+    /// The public base URL, when the accept page is offered.
+    accept_base: Option<&'a str>,
+    revoke: bool,
+    send: bool,
+    complete: bool,
+}
+
+impl Serialize for InvitationLinks<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let id = self.id;
+        let offered = [
+            (
+                "apiture:acceptInvitationUserExperience",
+                self.accept_base.map(|base| Href(base, ACCEPT_PATH, id)),
+            ),
+            (
+                "apiture:complete",
+                self.complete
+                    .then_some(Href("", "/invitations/completed?invitation=", id)),
+            ),
+            (
+                "apiture:revoke",
+                self.revoke
+                    .then_some(Href("", "/invitations/revoked?invitation=", id)),
+            ),
+            (
+                "apiture:send",
+                self.send
+                    .then_some(Href("", "/invitations/sent?invitation=", id)),
+            ),
+            ("self", Some(Href(COLLECTION, "/", id))),
+        ];
+        // In key order, as clients saw them from a sorted map.
+        let mut map = s.serialize_map(None)?;
+        for (rel, href) in offered {
+            if let Some(href) = href {
+                map.serialize_entry(rel, &HrefLink { href })?;
+            }
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct HrefLink<'a> {
+    href: Href<'a>,
+}
+
+/// base + path + id, written piece by piece.
+pub(super) struct Href<'a>(pub &'a str, pub &'static str, pub &'a str);
+
+impl Serialize for Href<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for Href<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self(base, path, id) = self;
+        write!(f, "{base}{path}{id}")
+    }
+}
+
 /// Representation of invitation resources. `_links` holds only the actions allowed now.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -91,7 +161,8 @@ pub struct InvitationBody<'a> {
     #[serde(rename = "_profile")]
     pub profile: &'static str,
     #[serde(rename = "_links")]
-    pub links: BTreeMap<&'static str, Link>,
+    #[schema(value_type = BTreeMap<String, Link>)]
+    pub links: InvitationLinks<'a>,
     #[serde(rename = "_id")]
     pub id: &'a str,
     /// joint, authorizedSigner or productPromotion.
@@ -119,12 +190,12 @@ pub struct InvitationBody<'a> {
     pub verification_count: i64,
     pub created_by: &'a str,
     pub customer_id: &'a str,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
-    #[schema(format = DateTime)]
-    pub expires_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<&'a Value>,
@@ -223,37 +294,19 @@ pub struct EmbeddedItems<'a> {
 impl InvitationsContext {
     /// The HAL representation as `access` may see it.
     pub fn body<'a>(
-        &self,
+        &'a self,
         inv: &'a Invitation,
         access: Access,
     ) -> Result<InvitationBody<'a>, ApiError> {
         let id = inv.id.as_str();
-        let mut links = BTreeMap::from([("self", link(format!("{COLLECTION}/{id}")))]);
         let sent = inv.state == InvitationState::Sent;
-        if sent && !self.is_locked(inv) {
-            links.insert(
-                "apiture:acceptInvitationUserExperience",
-                link(self.accept_url(&inv.id)),
-            );
-        }
-        if sent && access.may_act() {
-            links.insert(
-                "apiture:revoke",
-                link(format!("/invitations/revoked?invitation={id}")),
-            );
-            if inv.resends_left(self.settings.resend_limit) > 0 {
-                links.insert(
-                    "apiture:send",
-                    link(format!("/invitations/sent?invitation={id}")),
-                );
-            }
-        }
-        if inv.state == InvitationState::Accepted && access == Access::Staff {
-            links.insert(
-                "apiture:complete",
-                link(format!("/invitations/completed?invitation={id}")),
-            );
-        }
+        let links = InvitationLinks {
+            id,
+            accept_base: (sent && !self.is_locked(inv)).then_some(self.public_url.as_str()),
+            revoke: sent && access.may_act(),
+            send: sent && access.may_act() && inv.resends_left(self.settings.resend_limit) > 0,
+            complete: inv.state == InvitationState::Accepted && access == Access::Staff,
+        };
         let shared_secret = if access.may_act() {
             Some(self.secrets.open(id, &inv.sealed_secret).map_err(|e| {
                 ApiError::internal(anyhow::Error::new(e).context(format!("invitation {id}")))
@@ -280,9 +333,9 @@ impl InvitationsContext {
             verification_count: inv.verification_count,
             created_by: &inv.created_by,
             customer_id: &inv.customer_id,
-            created_at: inv.created_at.to_rfc3339(),
-            updated_at: inv.updated_at.to_rfc3339(),
-            expires_at: inv.expires_at.to_rfc3339(),
+            created_at: inv.created_at,
+            updated_at: inv.updated_at,
+            expires_at: inv.expires_at,
             attributes: inv.attributes.as_ref(),
         })
     }
@@ -1177,6 +1230,42 @@ pub fn labels(locale: &str) -> LabelGroups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invitation_links_are_written_in_key_order_with_full_hrefs() {
+        let id = "0b0fa3d2";
+        let all = InvitationLinks {
+            id,
+            accept_base: Some("https://bank.example"),
+            revoke: true,
+            send: true,
+            complete: true,
+        };
+        let written = serde_json::to_string(&all).unwrap();
+        let parsed: BTreeMap<String, Value> = serde_json::from_str(&written).unwrap();
+        let expected = json!({
+            "apiture:acceptInvitationUserExperience":
+                {"href": "https://bank.example/invitations/accept?invitationId=0b0fa3d2"},
+            "apiture:complete": {"href": "/invitations/completed?invitation=0b0fa3d2"},
+            "apiture:revoke": {"href": "/invitations/revoked?invitation=0b0fa3d2"},
+            "apiture:send": {"href": "/invitations/sent?invitation=0b0fa3d2"},
+            "self": {"href": "/invitations/invitations/0b0fa3d2"},
+        });
+        // serde_json's map sorts its keys: equal text means the same links in the same order.
+        assert_eq!(written, expected.to_string());
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), expected);
+        let only_self = InvitationLinks {
+            id,
+            accept_base: None,
+            revoke: false,
+            send: false,
+            complete: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&only_self).unwrap(),
+            r#"{"self":{"href":"/invitations/invitations/0b0fa3d2"}}"#
+        );
+    }
 
     #[test]
     fn page_links_keep_the_request_parameters() {

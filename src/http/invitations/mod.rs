@@ -25,6 +25,8 @@ use std::time::Duration;
 
 pub const BASE: &str = "/invitations";
 pub const COLLECTION: &str = "/invitations/invitations";
+/// The accept page's path and query, up to the invitation's id.
+const ACCEPT_PATH: &str = "/invitations/accept?invitationId=";
 
 /// Everything the Invitations operations share.
 pub struct InvitationsContext {
@@ -242,7 +244,7 @@ impl InvitationsContext {
     }
 
     pub fn accept_url(&self, id: &ResourceId) -> String {
-        format!("{}/invitations/accept?invitationId={id}", self.public_url)
+        api::Href(&self.public_url, ACCEPT_PATH, id.as_str()).to_string()
     }
 
     /// The invitation email for the outbox; it never carries the shared secret.
