@@ -144,6 +144,34 @@ async fn a_connection_abandoned_mid_statement_is_not_handed_out_again() {
     );
 }
 
+/// A request dropped midway must not cost its read's connection: the read finishes in its own
+/// task and the connection serves the next statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_caller_went_away_finishes_and_keeps_its_connection() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let db = single_connection(&app).await;
+    let pid = backend_pid(&db).await.unwrap();
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(100),
+        number(
+            &db,
+            "SELECT pg_backend_pid()::bigint AS n FROM pg_sleep(0.5)",
+        ),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the sleep outlasts the timeout");
+    assert_eq!(backend_pid(&db).await.unwrap(), pid);
+    // A list (page and count side by side) too.
+    let sleeping = || SqlBuilder::new("SELECT pg_sleep(0.5)::text AS id");
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(100),
+        db.list_and_count::<Probe, Probe>(sleeping(), sleeping()),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the sleeps outlast the timeout");
+    assert_eq!(backend_pid(&db).await.unwrap(), pid);
+}
+
 struct Probe {
     id: String,
 }

@@ -278,10 +278,13 @@ impl Db {
             Engine::Sqlite(sqlite) => sqlite
                 .readers
                 .with(|conn| Ok(sqlite::fetch(conn, &query, 1)?.pop())),
-            Engine::Postgres(postgres) => postgres
-                .retrying(|conn| Box::pin(postgres::fetch_optional(conn, query.clone())))
-                .await
-                .map(|(rows, _)| rows),
+            Engine::Postgres(postgres) => {
+                postgres
+                    .read_to_completion(move |conn| {
+                        Box::pin(postgres::fetch_optional(conn, query.clone()))
+                    })
+                    .await
+            }
         }
     }
 
@@ -295,10 +298,13 @@ impl Db {
             Engine::Sqlite(sqlite) => sqlite
                 .readers
                 .with(|conn| sqlite::fetch(conn, &query, usize::MAX)),
-            Engine::Postgres(postgres) => postgres
-                .retrying(|conn| Box::pin(postgres::fetch_all(conn, query.clone())))
-                .await
-                .map(|(rows, _)| rows),
+            Engine::Postgres(postgres) => {
+                postgres
+                    .read_to_completion(move |conn| {
+                        Box::pin(postgres::fetch_all(conn, query.clone()))
+                    })
+                    .await
+            }
         }
     }
 
