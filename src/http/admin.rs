@@ -1,9 +1,9 @@
 //! `/bankingAdmin`: the Customer Audience Connections operations. Handlers validate, call the
 //! repository and shape the response; the rules live in `domain::connection`.
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::{AdminCaller, IfMatch, IfNoneMatch, JsonBody, path_id};
+use super::{AppState, JSON, json_response};
 use crate::domain::connection::{
     AudienceRef, Connection, ConnectionState, NewConnection, ProviderName,
     parse_external_resource_id, parse_state_filter,
@@ -13,7 +13,6 @@ use crate::domain::time::Timestamp;
 use crate::domain::user::UserRef;
 use crate::store::StoreError;
 use crate::store::connections::{ActionResult, ConnectionFilter};
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -213,7 +212,7 @@ impl From<&Connection> for ConnectionBody {
 
 /// A single connection with its entity tag.
 fn connection_response(status: StatusCode, c: &Connection) -> Response {
-    let mut res = (status, Json(ConnectionBody::from(c))).into_response();
+    let mut res = json_response(status, JSON, &ConnectionBody::from(c), 1024);
     if let Ok(etag) = HeaderValue::from_str(&c.etag()) {
         res.headers_mut().insert(header::ETAG, etag);
     }
@@ -299,7 +298,13 @@ pub async fn list(
     let body = ConnectionsBody {
         items: items.iter().map(ConnectionBody::from).collect(),
     };
-    Ok((headers, Json(body)).into_response())
+    // An item is about 520 bytes.
+    let size_hint = 64 + 640 * body.items.len();
+    Ok((
+        headers,
+        json_response(StatusCode::OK, JSON, &body, size_hint),
+    )
+        .into_response())
 }
 
 /// The paging cursor: `<createdAt millis>.<id>` of the last item seen.

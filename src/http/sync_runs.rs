@@ -3,16 +3,15 @@
 //! representation cannot grow (its schema forbids unevaluated properties), hence a resource
 //! of its own.
 
-use super::AppState;
 use super::admin::{BASE, ID_PARAM, not_found, parse_cursor};
 use super::error::ApiError;
 use super::extract::{AdminCaller, path_id};
+use super::{AppState, JSON, json_response};
 use crate::domain::connection::ConnectionState;
 use crate::domain::time::Timestamp;
 use crate::store::sync::{SyncHistory, SyncRun};
-use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -149,5 +148,10 @@ pub async fn list(
             .then_some(status.state_reason)
             .flatten(),
     };
-    Ok((headers, Json(body)).into_response())
+    let size_hint = 256 + 256 * body.items.len();
+    Ok((
+        headers,
+        json_response(StatusCode::OK, JSON, &body, size_hint),
+    )
+        .into_response())
 }
