@@ -352,10 +352,7 @@ impl Db {
                     .await;
                 match both {
                     Ok(both) => both,
-                    Err(err) => {
-                        let message = format!("{err:#}");
-                        (Err(err), Err(anyhow::anyhow!("{message}").into()))
-                    }
+                    Err(err) => (Err(err.copy_for_another()), Err(err)),
                 }
             }
             Engine::Postgres(_) => tokio::join!(self.fetch_all(page), self.fetch_all(count)),

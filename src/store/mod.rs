@@ -26,6 +26,17 @@ pub enum StoreError {
     Other(#[from] anyhow::Error),
 }
 
+impl StoreError {
+    /// The same failure for another waiter on one statement: anyhow's errors cannot be cloned,
+    /// so the copy carries the whole chain as its message.
+    pub fn copy_for_another(&self) -> StoreError {
+        match self {
+            StoreError::Duplicate => StoreError::Duplicate,
+            StoreError::Other(err) => StoreError::Other(anyhow::anyhow!("{err:#}")),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
         let unique = matches!(
@@ -52,5 +63,26 @@ impl From<sqlx::Error> for StoreError {
         } else {
             StoreError::Other(anyhow::Error::new(err).context("database error"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use anyhow::Context;
+
+    #[test]
+    fn a_copy_keeps_the_kind_and_the_whole_chain() {
+        assert!(matches!(
+            StoreError::Duplicate.copy_for_another(),
+            StoreError::Duplicate
+        ));
+        let original: StoreError = Err::<(), _>(anyhow::anyhow!("connection reset"))
+            .context("reading invitations")
+            .unwrap_err()
+            .into();
+        let copy = original.copy_for_another();
+        assert_eq!(format!("{copy:#}"), "reading invitations: connection reset");
+        assert_eq!(format!("{copy:#}"), format!("{original:#}"));
     }
 }

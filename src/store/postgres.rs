@@ -420,9 +420,8 @@ async fn read_batches<T: FromRecord + Send + Sync + 'static>(
                 }
             }
             Err(err) => {
-                let message = format!("{err:#}");
                 for lookup in batch.drain(..) {
-                    let _ = lookup.reply.send(Err(anyhow!("{message}").into()));
+                    let _ = lookup.reply.send(Err(err.copy_for_another()));
                 }
             }
         }
