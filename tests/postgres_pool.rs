@@ -61,6 +61,12 @@ async fn backend_pid(db: &Db) -> Result<i64, tandem::store::StoreError> {
     number(db, "SELECT pg_backend_pid()::bigint AS n").await
 }
 
+/// Drops `statement` after 100 ms, as a request whose client hung up; it must still be running.
+async fn abandon<T>(statement: impl std::future::Future<Output = T>) {
+    let abandoned = tokio::time::timeout(Duration::from_millis(100), statement).await;
+    assert!(abandoned.is_err(), "the statement outlasts the timeout");
+}
+
 async fn insert_probe(tx: &mut tandem::store::Tx, id: &str) {
     tx.execute(SqlBuilder::fixed(
         "INSERT INTO probe (id) VALUES ($1)",
@@ -128,12 +134,7 @@ async fn a_connection_abandoned_mid_statement_is_not_handed_out_again() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let db = single_connection(&app).await;
     let pid = backend_pid(&db).await.unwrap();
-    let abandoned = tokio::time::timeout(
-        Duration::from_millis(100),
-        db.execute(SqlBuilder::new("SELECT pg_sleep(5)")),
-    )
-    .await;
-    assert!(abandoned.is_err(), "the sleep outlasts the timeout");
+    abandon(db.execute(SqlBuilder::new("SELECT pg_sleep(5)"))).await;
     let started = Instant::now();
     let next = backend_pid(&db).await.unwrap();
     assert_ne!(next, pid);
@@ -151,24 +152,15 @@ async fn a_read_whose_caller_went_away_finishes_and_keeps_its_connection() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let db = single_connection(&app).await;
     let pid = backend_pid(&db).await.unwrap();
-    let abandoned = tokio::time::timeout(
-        Duration::from_millis(100),
-        number(
-            &db,
-            "SELECT pg_backend_pid()::bigint AS n FROM pg_sleep(0.5)",
-        ),
-    )
+    abandon(number(
+        &db,
+        "SELECT pg_backend_pid()::bigint AS n FROM pg_sleep(0.5)",
+    ))
     .await;
-    assert!(abandoned.is_err(), "the sleep outlasts the timeout");
     assert_eq!(backend_pid(&db).await.unwrap(), pid);
     // A list (page and count side by side) too.
     let sleeping = || SqlBuilder::new("SELECT pg_sleep(0.5)::text AS id");
-    let abandoned = tokio::time::timeout(
-        Duration::from_millis(100),
-        db.list_and_count::<Probe, Probe>(sleeping(), sleeping()),
-    )
-    .await;
-    assert!(abandoned.is_err(), "the sleeps outlast the timeout");
+    abandon(db.list_and_count::<Probe, Probe>(sleeping(), sleeping())).await;
     assert_eq!(backend_pid(&db).await.unwrap(), pid);
 }
 

@@ -201,10 +201,9 @@ async fn admin_api_doc() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
     use serde_json::json;
     use tower::ServiceExt;
-
-    use proptest::strategy::Strategy;
 
     proptest::proptest! {
         /// Responses are written by sonic-rs; clients must see what serde_json would write,
@@ -214,7 +213,9 @@ mod tests {
             text in proptest::collection::vec(
                 proptest::prop_oneof![
                     proptest::prelude::any::<char>(),
-                    proptest::sample::select(vec!['"', '\\', '\n', '\u{0}', '\u{1f}', '\u{7f}', '\u{2028}', '/']),
+                    proptest::sample::select(vec![
+                        '"', '\\', '\n', '\u{0}', '\u{1f}', '\u{7f}', '\u{2028}', '/'
+                    ]),
                 ],
                 0..80,
             ).prop_map(String::from_iter)

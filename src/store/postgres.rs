@@ -4,8 +4,9 @@
 //! connection goes back to it, so every statement cost two round trips: a get-by-id spent 18%
 //! of the server's CPU in that ping. Here a connection goes back as it is. One whose statement
 //! did not finish (a dropped future; reads avoid that with `read_to_completion`) or failed
-//! other than with the server's own error is closed instead; one that sat idle longer than `IDLE_LIMIT` is replaced when checked out,
-//! since a firewall or the server may have dropped it meanwhile.
+//! other than with the server's own error is closed instead; one that sat idle longer than
+//! `IDLE_LIMIT` is replaced when checked out, since a firewall or the server may have dropped
+//! it meanwhile.
 
 use super::StoreError;
 use super::record::FromRecord;
@@ -113,7 +114,7 @@ impl Connections {
     /// `retrying` as a task of its own, for reads made on a request's behalf. A request dropped
     /// midway (its client hung up, or it timed out) would otherwise cut the statement off, and
     /// a connection left mid-statement is closed: the next checkout would open a new one
-    /// (a benchmark run's end, 32 lists cut off, closed 14 connections at once).
+    /// (each benchmark run's end, 32 lists cut off, closed 9-28 connections).
     pub async fn read_to_completion<T: Send + 'static>(
         self: &Arc<Self>,
         statements: impl for<'c> FnMut(&'c mut Checkout) -> Statements<'c, T> + Send + 'static,
