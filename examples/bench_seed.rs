@@ -106,6 +106,11 @@ pub fn customer_id(n: usize) -> String {
     format!("cust-{n:06}")
 }
 
+/// Customers fall into four core customer groups, "1" to "4".
+fn customer_group(n: usize) -> String {
+    (n % 4 + 1).to_string()
+}
+
 pub fn customer_username(n: usize) -> String {
     format!("customer{n:06}")
 }
@@ -448,6 +453,7 @@ async fn seed_invitations(
         let id = id_at(plan.created_at);
         let first = rng.pick(FIRST_NAMES);
         let last = rng.pick(LAST_NAMES);
+        let group = plan.owner.map(customer_group);
         let (kind, account, organization, role, creator, owner_id, inviter) = match plan.owner {
             Some(n) => {
                 let inviter = format!(
@@ -540,6 +546,7 @@ async fn seed_invitations(
             send_count.into(),
             creator.into(),
             owner_id.into(),
+            group.into(),
             // Revision: one for the create, one per resend and per state change.
             (send_count + verifications + i64::from(plan.state != InvitationState::Sent)).into(),
             plan.created_at.into(),
@@ -568,6 +575,7 @@ async fn seed_invitations(
         "send_count",
         "created_by",
         "customer_id",
+        "customer_group",
         "revision",
         "created_at",
         "updated_at",

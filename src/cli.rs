@@ -60,6 +60,9 @@ enum Command {
         /// Space-separated scopes.
         #[arg(long, default_value = "banking/full")]
         scope: String,
+        /// The core customer group, put in the claim `auth.customer_group_claim` names.
+        #[arg(long)]
+        customer_group: Option<String>,
         /// Lifetime of the token in seconds.
         #[arg(long, default_value_t = 8 * 3600)]
         ttl: i64,
@@ -179,6 +182,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             sub,
             username,
             scope,
+            customer_group,
             ttl,
         } => {
             let config = load(&common, None)?;
@@ -186,7 +190,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 config.mode == Mode::Dev,
                 "dev-credentials works only with a dev-mode configuration"
             );
-            let request = token_request(&config, admin, sub, username, scope, ttl);
+            let request = token_request(&config, admin, sub, username, scope, customer_group, ttl);
             let (api_key, authorization) = dev_credential_headers(&config, &request)?;
             println!("{api_key}\n{authorization}");
             Ok(())
@@ -268,6 +272,7 @@ fn token_request(
     sub: Option<String>,
     username: Option<String>,
     scope: String,
+    customer_group: Option<String>,
     ttl: i64,
 ) -> TokenRequest {
     let (default_sub, default_username, first, last) = if admin {
@@ -287,6 +292,8 @@ fn token_request(
                 config.auth.admin_value.clone(),
             )
         }),
+        customer_group: customer_group
+            .map(|group| (config.auth.customer_group_claim.clone(), group)),
         ttl_secs: ttl,
     }
 }
@@ -364,6 +371,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             None,
             None,
             "banking/full".to_owned(),
+            None,
             24 * 3600,
         );
         let (api_key, authorization) = dev_credential_headers(&config, &request)?;

@@ -117,6 +117,9 @@ pub struct AuthConfig {
     /// A string claim is split on spaces (like `scope`); an array claim must contain the value.
     pub admin_claim: String,
     pub admin_value: String,
+    /// The token claim that holds the caller's core customer group, kept on the invitations
+    /// they create as `customerGroup` (a string, or an integer given as its digits). Empty: none.
+    pub customer_group_claim: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -211,6 +214,7 @@ impl Default for AuthConfig {
             oidc: None,
             admin_claim: "scope".to_owned(),
             admin_value: "admin".to_owned(),
+            customer_group_claim: "customer_group".to_owned(),
         }
     }
 }
@@ -424,6 +428,7 @@ pub const ENV_OVERRIDES: &[(&str, ValueKind)] = &[
     ("database.row_cache_entries", ValueKind::Integer),
     ("auth.admin_claim", ValueKind::Text),
     ("auth.admin_value", ValueKind::Text),
+    ("auth.customer_group_claim", ValueKind::Text),
     ("rate_limit.per_second", ValueKind::Float),
     ("rate_limit.burst", ValueKind::Integer),
     ("http.body_limit_bytes", ValueKind::Integer),

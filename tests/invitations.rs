@@ -470,6 +470,57 @@ async fn representations_match_their_snapshots(backend: Backend) {
     insta::assert_json_snapshot!("not_revokable_error", redacted(&app, &id, &json(res).await));
 }
 
+/// `customerGroup` is the inviter's, read from their token's `customer_group` claim (the
+/// default `auth.customer_group_claim`) when they create the invitation; other readers see the
+/// same value, and an invitation whose inviter's token named no group has none.
+async fn the_inviters_customer_group_comes_from_their_token(backend: Backend) {
+    let app = spawn(backend).await;
+    let grouped = app.headers(&tandem::auth::dev::TokenRequest {
+        customer_group: Some(("customer_group".into(), "2".into())),
+        ..customer_token(ALICE)
+    });
+    let (created, _) = create_as(&app, &grouped, &joint("max@example.com")).await;
+    assert_eq!(created["customerGroup"], "2");
+    let id = id_of(&created);
+    // Bob holds the account: he reads Alice's group, not his own (he has none).
+    let path = format!("{COLLECTION}/{id}");
+    assert_eq!(
+        app.get_json(&app.customer(BOB), &path).await["customerGroup"],
+        "2"
+    );
+    assert_eq!(
+        app.get_json(&app.admin(), &path).await["customerGroup"],
+        "2"
+    );
+
+    // Without the claim (and later, with another group) the field is left out or unchanged.
+    let (ungrouped, _) = create(&app, "tom@example.com").await;
+    assert!(ungrouped.get("customerGroup").is_none(), "{ungrouped}");
+    let regrouped = app.headers(&tandem::auth::dev::TokenRequest {
+        customer_group: Some(("customer_group".into(), "7".into())),
+        ..customer_token(ALICE)
+    });
+    assert_eq!(app.get_json(&regrouped, &path).await["customerGroup"], "2");
+
+    let page = app.get_json(&app.admin(), COLLECTION).await;
+    let groups: Vec<(String, Option<&str>)> = page["_embedded"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                id_of(item),
+                item.get("customerGroup").and_then(Value::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [(id, Some("2")), (id_of(&ungrouped), None)],
+        "in the order they were created"
+    );
+}
+
 // ---- read -----------------------------------------------------------------------------
 
 async fn get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners(backend: Backend) {
@@ -1884,6 +1935,7 @@ on_both_backends!(
     create_enforces_entitlements_types_and_joint_owner_rules,
     scopes_and_credentials_are_required,
     representations_match_their_snapshots,
+    the_inviters_customer_group_comes_from_their_token,
     get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners,
     another_customer_can_neither_read_change_nor_act_on_an_invitation,
     list_pages_with_count_and_hal_links,

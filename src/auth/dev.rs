@@ -23,6 +23,8 @@ pub struct TokenRequest {
     pub scope: String,
     /// Added as `admin_claim = admin_value` (see `[auth]`), marking staff.
     pub admin: Option<(String, String)>,
+    /// Added as `customer_group_claim = group` (see `[auth]`).
+    pub customer_group: Option<(String, String)>,
     pub ttl_secs: i64,
 }
 
@@ -73,6 +75,9 @@ impl DevCredentials {
                 _ => value.clone(),
             };
             claims.insert(claim.clone(), json!(merged));
+        }
+        if let Some((claim, group)) = &request.customer_group {
+            claims.insert(claim.clone(), json!(group));
         }
         sign_dev_token(&self.signing_key, &claims)
     }
@@ -173,6 +178,7 @@ mod tests {
                 last_name: "Admin".into(),
                 scope: "banking/full".into(),
                 admin: Some(("scope".into(), "admin".into())),
+                customer_group: Some(("customer_group".into(), "2".into())),
                 ttl_secs: 60,
             })
             .unwrap();
@@ -181,6 +187,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(claims["scope"], "banking/full admin");
+        assert_eq!(claims["customer_group"], "2");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

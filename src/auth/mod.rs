@@ -23,6 +23,8 @@ pub struct Caller {
     pub scopes: Vec<String>,
     /// Staff: the token carries the configured administrative claim.
     pub admin: bool,
+    /// The core customer group the token's configured claim names, if any.
+    pub customer_group: Option<String>,
 }
 
 impl Caller {
@@ -49,6 +51,7 @@ pub struct Authenticator {
     verifier: Arc<dyn TokenVerifier>,
     admin_claim: String,
     admin_value: String,
+    customer_group_claim: String,
     verified: VerifiedTokens,
 }
 
@@ -59,6 +62,7 @@ struct TokenIdentity {
     user: UserRef,
     scopes: Vec<String>,
     admin: bool,
+    customer_group: Option<String>,
 }
 
 /// Tokens that passed verification, so that a client's repeated calls skip the signature check
@@ -126,6 +130,7 @@ impl Authenticator {
             verifier,
             admin_claim: config.admin_claim.clone(),
             admin_value: config.admin_value.clone(),
+            customer_group_claim: config.customer_group_claim.clone(),
             verified: VerifiedTokens {
                 entries: Mutex::new(HashMap::new()),
             },
@@ -163,6 +168,7 @@ impl Authenticator {
             user: identity.user,
             scopes: identity.scopes,
             admin: identity.admin,
+            customer_group: identity.customer_group,
         })
     }
 
@@ -198,12 +204,38 @@ impl Authenticator {
             first_name: text("given_name").unwrap_or_default(),
             last_name: text("family_name").unwrap_or_default(),
         };
+        let customer_group = match self.customer_group_claim.as_str() {
+            "" => None,
+            claim => customer_group(claims.get(claim)),
+        };
         TokenIdentity {
             subject,
             user,
             scopes,
             admin,
+            customer_group,
         }
+    }
+}
+
+/// The longest customer group kept; a longer claim is ignored, like one of another type.
+const CUSTOMER_GROUP_MAX_CHARS: usize = 100;
+
+/// A customer group claim's value: a string (trimmed; not empty, not over
+/// `CUSTOMER_GROUP_MAX_CHARS` characters, no control characters) or an integer as its digits.
+/// Anything else names no group: the claim belongs to the identity provider, and a value tandem
+/// cannot show as the seed's string is left out rather than refused.
+fn customer_group(claim: Option<&Value>) -> Option<String> {
+    match claim? {
+        Value::String(text) => {
+            let text = text.trim();
+            let fits = !text.is_empty()
+                && text.chars().count() <= CUSTOMER_GROUP_MAX_CHARS
+                && !text.chars().any(char::is_control);
+            fits.then(|| text.to_owned())
+        }
+        Value::Number(number) if number.is_i64() || number.is_u64() => Some(number.to_string()),
+        _ => None,
     }
 }
 
@@ -247,12 +279,19 @@ mod tests {
     }
 
     fn authenticator_with(claims: serde_json::Value) -> (Authenticator, Arc<CountingVerifier>) {
+        configured_authenticator_with(&AuthConfig::default(), claims)
+    }
+
+    fn configured_authenticator_with(
+        config: &AuthConfig,
+        claims: serde_json::Value,
+    ) -> (Authenticator, Arc<CountingVerifier>) {
         let verifier = Arc::new(CountingVerifier {
             claims: claims.as_object().cloned().unwrap_or_default(),
             calls: Default::default(),
         });
         let keys = [("client".to_owned(), hash_api_key("key"))];
-        let auth = Authenticator::new(&AuthConfig::default(), &keys, verifier.clone());
+        let auth = Authenticator::new(config, &keys, verifier.clone());
         (auth, verifier)
     }
 
@@ -301,6 +340,65 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(calls(&verifier), 2);
+        }
+    }
+
+    #[test]
+    fn a_customer_group_is_a_short_string_or_an_integer() {
+        use serde_json::json;
+        let group = |value: Value| customer_group(Some(&value));
+        assert_eq!(group(json!("2")), Some("2".to_owned()));
+        assert_eq!(
+            group(json!("  retail east ")),
+            Some("retail east".to_owned())
+        );
+        assert_eq!(group(json!(2)), Some("2".to_owned()));
+        assert_eq!(group(json!(u64::MAX)), Some(u64::MAX.to_string()));
+        assert_eq!(group(json!("é".repeat(100))), Some("é".repeat(100)));
+        for ignored in [
+            json!(""),
+            json!("   "),
+            json!("x".repeat(101)),
+            json!("a\nb"),
+            json!(2.5),
+            json!(true),
+            json!(["2"]),
+            json!({"id": "2"}),
+            Value::Null,
+        ] {
+            assert_eq!(group(ignored.clone()), None, "{ignored}");
+        }
+        assert_eq!(customer_group(None), None);
+    }
+
+    #[tokio::test]
+    async fn the_configured_claim_names_the_callers_customer_group() {
+        let claims = serde_json::json!({
+            "sub": "user-000001", "customer_group": "2", "division": 7,
+        });
+        for (claim, expected) in [
+            (
+                AuthConfig::default().customer_group_claim.as_str(),
+                Some("2"),
+            ),
+            ("division", Some("7")),
+            ("absent", None),
+            ("", None),
+        ] {
+            let config = AuthConfig {
+                customer_group_claim: claim.to_owned(),
+                ..AuthConfig::default()
+            };
+            let (auth, _) = configured_authenticator_with(&config, claims.clone());
+            let caller = auth
+                .authenticate(Some("key"), Some("Bearer t1"))
+                .await
+                .unwrap();
+            assert_eq!(
+                caller.customer_group.as_deref(),
+                expected,
+                "claim {claim:?}"
+            );
         }
     }
 }

@@ -89,6 +89,8 @@ pub struct Invitation {
     pub created_by: String,
     /// The inviter's customer id (the token subject's user id): the owner.
     pub customer_id: String,
+    /// The inviter's core customer group, from their token, when it names one.
+    pub customer_group: Option<String>,
     pub revision: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -468,6 +470,7 @@ mod tests {
             send_count: 1,
             created_by: "maxinepeck123".into(),
             customer_id: "customer-1".into(),
+            customer_group: None,
             revision: 1,
             created_at: Timestamp::from_millis(1000),
             updated_at: Timestamp::from_millis(1000),

@@ -144,7 +144,7 @@ macro_rules! columns {
         "id, type, state, email_address, first_name, last_name, identification, account_uri, \
          organization_uri, role, inviter_full_name, sealed_secret, attributes, \
          verification_count, failed_verifications, send_count, created_by, customer_id, \
-         revision, created_at, updated_at, expires_at"
+         customer_group, revision, created_at, updated_at, expires_at"
     };
 }
 
@@ -193,6 +193,7 @@ impl FromRecord for Invitation {
             send_count: row.column("send_count")?,
             created_by: row.column("created_by")?,
             customer_id: row.column("customer_id")?,
+            customer_group: row.column("customer_group")?,
             revision: row.column("revision")?,
             created_at: Timestamp::from_millis(row.column("created_at")?),
             updated_at: Timestamp::from_millis(row.column("updated_at")?),
@@ -577,7 +578,7 @@ impl InvitationRepository for SqlInvitations {
                 "INSERT INTO invitations (",
                 columns!(),
                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17, $18, $19, $20, $21, $22)"
+                 $17, $18, $19, $20, $21, $22, $23)"
             ),
             params![
                 i.id.as_str(),
@@ -598,6 +599,7 @@ impl InvitationRepository for SqlInvitations {
                 i.send_count,
                 &i.created_by,
                 &i.customer_id,
+                i.customer_group.as_deref(),
                 i.revision,
                 i.created_at.millis(),
                 i.updated_at.millis(),

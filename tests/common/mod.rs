@@ -166,6 +166,7 @@ pub fn admin_token() -> TokenRequest {
         last_name: "Analytics".into(),
         scope: "banking/full".into(),
         admin: Some(("scope".into(), "admin".into())),
+        customer_group: None,
         ttl_secs: 3600,
     }
 }
@@ -178,6 +179,7 @@ pub fn customer_token(subject: &str) -> TokenRequest {
         last_name: "Customer".into(),
         scope: "banking/full".into(),
         admin: None,
+        customer_group: None,
         ttl_secs: 3600,
     }
 }

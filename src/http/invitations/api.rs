@@ -190,6 +190,8 @@ pub struct InvitationBody<'a> {
     pub verification_count: i64,
     pub created_by: &'a str,
     pub customer_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_group: Option<&'a str>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
@@ -333,6 +335,7 @@ impl InvitationsContext {
             verification_count: inv.verification_count,
             created_by: &inv.created_by,
             customer_id: &inv.customer_id,
+            customer_group: inv.customer_group.as_deref(),
             created_at: inv.created_at,
             updated_at: inv.updated_at,
             expires_at: inv.expires_at,
@@ -743,6 +746,7 @@ pub async fn create(
         send_count: 1,
         created_by: caller.user.username.clone(),
         customer_id: caller.user.id.clone(),
+        customer_group: caller.customer_group.clone(),
         revision: 1,
         created_at: now,
         updated_at: now,
