@@ -521,6 +521,90 @@ async fn the_inviters_customer_group_comes_from_their_token(backend: Backend) {
     );
 }
 
+/// The action links are a promise: for every state and every viewer (the inviter, a joint
+/// owner, staff), a representation carries `apiture:revoke`, `apiture:send` or
+/// `apiture:complete` exactly when that viewer's POST of the action now changes the invitation
+/// (a repeat of a revoke or a complete answers 200 but changes nothing, and is not offered), and
+/// the link leads there. Each action is tried on a fresh invitation in the state under test.
+async fn action_links_appear_exactly_when_following_them_changes_the_invitation(backend: Backend) {
+    // Eighteen invitations are accepted from one address.
+    let app = spawn_with(backend, |c| c.invitations.verify_max_attempts_per_ip = 100).await;
+    let viewers = [
+        ("inviter", app.customer(ALICE)),
+        ("joint owner", app.customer(BOB)),
+        ("staff", app.admin()),
+    ];
+    let actions = [
+        ("apiture:revoke", "/invitations/revoked"),
+        ("apiture:send", "/invitations/sent"),
+        ("apiture:complete", "/invitations/completed"),
+    ];
+    let post = |who: &Headers, action: &str, id: &str| {
+        app.with(who, Method::POST, &format!("{action}?invitation={id}"))
+            .send()
+    };
+    let mut offered = Vec::new();
+    for state in ["sent", "accepted", "completed", "revoked", "expired"] {
+        for (viewer, headers) in &viewers {
+            for (rel, action) in actions {
+                let (created, _) = create(&app, "max@example.com").await;
+                let id = id_of(&created);
+                if state == "expired" {
+                    set_expiry(&app, &id, 1).await;
+                }
+                if matches!(state, "accepted" | "completed") {
+                    assert_eq!(verify(&app, &id, SECRET, "10.0.0.1").await.status(), 200);
+                }
+                let (who, to) = match state {
+                    "completed" => (app.admin(), "/invitations/completed"),
+                    "revoked" => (app.customer(ALICE), "/invitations/revoked"),
+                    _ => (app.admin(), ""),
+                };
+                if !to.is_empty() {
+                    assert_eq!(post(&who, to, &id).await.unwrap().status(), 200, "{state}");
+                }
+                let res = app
+                    .with(headers, Method::GET, &format!("{COLLECTION}/{id}"))
+                    .send()
+                    .await
+                    .unwrap();
+                let etag = res.headers()["etag"].clone();
+                let view = json(res).await;
+                assert_eq!(view["state"], state);
+                let link = view["_links"].get(rel);
+                if let Some(link) = link {
+                    assert_eq!(link["href"], format!("{action}?invitation={id}"));
+                    offered.push(format!("{state} {viewer} {rel}"));
+                }
+                let res = post(headers, action, &id).await.unwrap();
+                let status = res.status();
+                let changed = status == StatusCode::OK && res.headers().get("etag") != Some(&etag);
+                assert_eq!(
+                    changed,
+                    link.is_some(),
+                    "{state}, {viewer}: {rel} {} but POST answered {status}: {}",
+                    if link.is_some() {
+                        "offered"
+                    } else {
+                        "not offered"
+                    },
+                    res.text().await.unwrap()
+                );
+            }
+        }
+    }
+    assert_eq!(
+        offered,
+        [
+            "sent inviter apiture:revoke",
+            "sent inviter apiture:send",
+            "sent staff apiture:revoke",
+            "sent staff apiture:send",
+            "accepted staff apiture:complete",
+        ]
+    );
+}
+
 // ---- read -----------------------------------------------------------------------------
 
 async fn get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners(backend: Backend) {
@@ -1936,6 +2020,7 @@ on_both_backends!(
     scopes_and_credentials_are_required,
     representations_match_their_snapshots,
     the_inviters_customer_group_comes_from_their_token,
+    action_links_appear_exactly_when_following_them_changes_the_invitation,
     get_answers_etag_and_304_and_hides_the_secret_from_other_joint_owners,
     another_customer_can_neither_read_change_nor_act_on_an_invitation,
     list_pages_with_count_and_hal_links,
