@@ -41,16 +41,16 @@ pub struct ConnectionBody {
     pub provider: ProviderBody,
     pub audience: AudienceBody,
     /// The date-time when the audience connection was created.
-    #[schema(format = DateTime, min_length = 20, max_length = 30)]
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime, min_length = 20, max_length = 30)]
+    pub created_at: Timestamp,
     pub created_by: UserBody,
-    #[schema(format = DateTime, min_length = 20, max_length = 30)]
-    pub updated_at: String,
+    #[schema(value_type = String, format = DateTime, min_length = 20, max_length = 30)]
+    pub updated_at: Timestamp,
     pub updated_by: UserBody,
     /// When the connection last synchronized with the provider; absent until the first sync.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime, min_length = 20, max_length = 30)]
-    pub last_synced_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime, min_length = 20, max_length = 30)]
+    pub last_synced_at: Option<Timestamp>,
 }
 
 /// The state of a customer audience connection.
@@ -201,11 +201,11 @@ impl From<&Connection> for ConnectionBody {
                 id: c.audience.id.to_string(),
                 name: c.audience.name.clone(),
             },
-            created_at: c.created_at.to_rfc3339(),
+            created_at: c.created_at,
             created_by: user_body(&c.created_by),
-            updated_at: c.updated_at.to_rfc3339(),
+            updated_at: c.updated_at,
             updated_by: user_body(&c.updated_by),
-            last_synced_at: c.last_synced_at.map(Timestamp::to_rfc3339),
+            last_synced_at: c.last_synced_at,
         }
     }
 }
