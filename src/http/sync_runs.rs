@@ -30,10 +30,10 @@ pub struct SyncRunBody {
     /// (after a retryable failure).
     #[schema(pattern = "^(created|scheduled|activated|retry)$")]
     pub trigger: String,
-    #[schema(format = DateTime)]
-    pub started_at: String,
-    #[schema(format = DateTime)]
-    pub finished_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub finished_at: Timestamp,
     /// Members added at the provider.
     pub added: i64,
     /// Members removed at the provider.
@@ -54,14 +54,14 @@ pub struct SyncRunsBody {
     pub items: Vec<SyncRunBody>,
     /// When the last run succeeded (the connection's `lastSyncedAt`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub last_successful_sync_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_successful_sync_at: Option<Timestamp>,
     /// Failed runs since the last success.
     pub consecutive_failures: i64,
     /// When the next run is due; absent for inactive and failed connections.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub next_sync_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_sync_at: Option<Timestamp>,
     /// Why the connection failed, when its state is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
@@ -72,8 +72,8 @@ impl From<&SyncRun> for SyncRunBody {
         Self {
             id: run.id.to_string(),
             trigger: run.trigger.as_str().to_owned(),
-            started_at: run.started_at.to_rfc3339(),
-            finished_at: run.finished_at.to_rfc3339(),
+            started_at: run.started_at,
+            finished_at: run.finished_at,
             added: run.added,
             removed: run.removed,
             failed: run.failed,
@@ -141,9 +141,9 @@ pub async fn list(
     }
     let body = SyncRunsBody {
         items: runs.iter().map(SyncRunBody::from).collect(),
-        last_successful_sync_at: status.last_synced_at.map(Timestamp::to_rfc3339),
+        last_successful_sync_at: status.last_synced_at,
         consecutive_failures: status.consecutive_failures,
-        next_sync_at: status.next_sync_at.map(Timestamp::to_rfc3339),
+        next_sync_at: status.next_sync_at,
         failure_reason: (status.state == ConnectionState::Failed)
             .then_some(status.state_reason)
             .flatten(),
