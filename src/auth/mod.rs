@@ -229,9 +229,11 @@ fn customer_group(claim: Option<&Value>) -> Option<String> {
     match claim? {
         Value::String(text) => {
             let text = text.trim();
-            let fits = !text.is_empty()
-                && text.chars().count() <= CUSTOMER_GROUP_MAX_CHARS
-                && !text.chars().any(char::is_control);
+            // `check_text` lets tabs through, for free text; a group is a name.
+            let fits =
+                crate::domain::check_text("customerGroup", text, 1, CUSTOMER_GROUP_MAX_CHARS)
+                    .is_ok()
+                    && !text.contains('\t');
             fits.then(|| text.to_owned())
         }
         Value::Number(number) if number.is_i64() || number.is_u64() => Some(number.to_string()),
@@ -360,6 +362,7 @@ mod tests {
             json!("   "),
             json!("x".repeat(101)),
             json!("a\nb"),
+            json!("a\tb"),
             json!(2.5),
             json!(true),
             json!(["2"]),
