@@ -162,6 +162,38 @@ pub(crate) fn link_to(
     parameter: &str,
     value: &str,
 ) {
+    for target in targets {
+        let link = utoipa::openapi::link::LinkBuilder::new()
+            .operation_id(*target)
+            .parameter(parameter, value)
+            .build();
+        add_link(doc, from, status, target, link);
+    }
+}
+
+/// An OpenAPI link from a response of `from` to `target`, whose request body is `body` (an
+/// object whose string members are runtime expressions).
+pub(crate) fn link_body_to(
+    doc: &mut OpenApiDoc,
+    from: &str,
+    status: &str,
+    target: &str,
+    body: serde_json::Value,
+) {
+    let link = utoipa::openapi::link::LinkBuilder::new()
+        .operation_id(target)
+        .request_body(Some(body))
+        .build();
+    add_link(doc, from, status, target, link);
+}
+
+fn add_link(
+    doc: &mut OpenApiDoc,
+    from: &str,
+    status: &str,
+    target: &str,
+    link: utoipa::openapi::link::Link,
+) {
     let response = operation(doc, from)
         .responses
         .responses
@@ -170,13 +202,7 @@ pub(crate) fn link_to(
     let RefOr::T(response) = response else {
         panic!("{from} {status} is a reference");
     };
-    for target in targets {
-        let link = utoipa::openapi::link::LinkBuilder::new()
-            .operation_id(*target)
-            .parameter(parameter, value)
-            .build();
-        response.links.insert((*target).to_owned(), link.into());
-    }
+    response.links.insert(target.to_owned(), link.into());
 }
 
 /// The operation with this id; panics when there is none, since the caller names its own.
@@ -440,5 +466,104 @@ mod tests {
         assert_eq!(seen.len(), ADMIN_ERRORS.len());
         assert!(doc["components"]["schemas"]["customerAudienceConnection"].is_object());
         assert!(doc["components"]["schemas"]["problemResponse"].is_object());
+    }
+
+    /// `schema` with `$ref`s into the components followed.
+    fn resolved<'d>(doc: &'d Value, schema: &'d Value) -> &'d Value {
+        match schema["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference.trim_start_matches("#/components/schemas/");
+                resolved(doc, &doc["components"]["schemas"][name])
+            }
+            None => schema,
+        }
+    }
+
+    /// The property a `$response.body#/name` expression reads, if `schema` has it.
+    fn body_field<'d>(doc: &'d Value, schema: &'d Value, expression: &str) -> Option<&'d Value> {
+        let name = expression.strip_prefix("$response.body#/")?;
+        resolved(doc, schema)["properties"].get(name)
+    }
+
+    /// The operation with `id`, found by its `operationId`.
+    fn find_operation<'d>(doc: &'d Value, id: &str) -> &'d Value {
+        doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .find(|op| op["operationId"] == id)
+            .unwrap_or_else(|| panic!("a link names {id}, which is not an operation"))
+    }
+
+    /// Clients and schemathesis follow the links; one that names a parameter the target does
+    /// not take, or a response field that is not there, would send them requests that fail.
+    #[test]
+    fn every_link_takes_fields_of_its_response_into_inputs_of_its_target() {
+        let docs = [
+            serde_json::to_value(AdminApi::openapi()).unwrap(),
+            serde_json::to_value(crate::http::invitations::doc::document()).unwrap(),
+        ];
+        let mut checked = 0;
+        for doc in &docs {
+            for item in doc["paths"].as_object().unwrap().values() {
+                for op in item.as_object().unwrap().values() {
+                    for (status, response) in op["responses"].as_object().unwrap() {
+                        let Some(links) = response["links"].as_object() else {
+                            continue;
+                        };
+                        let source = response["content"]
+                            .as_object()
+                            .and_then(|content| content.values().next())
+                            .map(|media| &media["schema"])
+                            .unwrap_or_else(|| {
+                                panic!("{} {status} links from no body", op["operationId"])
+                            });
+                        for (name, link) in links {
+                            let target = find_operation(doc, link["operationId"].as_str().unwrap());
+                            let context =
+                                format!("link {name} from {} {status}", op["operationId"]);
+                            for (parameter, expression) in
+                                link["parameters"].as_object().into_iter().flatten()
+                            {
+                                assert!(
+                                    target["parameters"]
+                                        .as_array()
+                                        .unwrap()
+                                        .iter()
+                                        .any(|p| p["name"] == *parameter),
+                                    "{context}: the target takes no parameter {parameter}"
+                                );
+                                let expression = expression.as_str().unwrap();
+                                assert!(
+                                    body_field(doc, source, expression).is_some(),
+                                    "{context}: the response has no {expression}"
+                                );
+                            }
+                            if let Some(body) = link["requestBody"].as_object() {
+                                let input = resolved(
+                                    doc,
+                                    &target["requestBody"]["content"]["application/json"]["schema"],
+                                );
+                                for (field, expression) in body {
+                                    assert!(
+                                        input["properties"].get(field).is_some(),
+                                        "{context}: the target's body has no {field}"
+                                    );
+                                    let expression = expression.as_str().unwrap();
+                                    assert!(
+                                        body_field(doc, source, expression).is_some(),
+                                        "{context}: the response has no {expression}"
+                                    );
+                                }
+                            }
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // The admin create's links and the invitation create's and verification's.
+        assert!(checked >= 14, "only {checked} links");
     }
 }

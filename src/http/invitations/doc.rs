@@ -4,7 +4,7 @@ use super::api;
 use crate::http::error::HalErrorBody;
 use crate::http::openapi::{
     CONTROL_CHARS, ErrorResponses, RESOURCE_ID_PATTERN, WHITE_SPACE, add_shared_conventions,
-    constrain_conditional_headers, json_schema, link_to, operation, operations,
+    constrain_conditional_headers, json_schema, link_body_to, link_to, operation, operations,
     set_parameter_schema, set_property, text_pattern,
 };
 use serde_json::{Value, json};
@@ -157,6 +157,23 @@ impl Modify for InvitationConventions {
             &by_query,
             "invitation",
             "$response.body#/_id",
+        );
+        // The invitee's side: a create's answer holds the id and the shared secret that
+        // verify the invitation, and a verification's answer the id that staff complete.
+        link_body_to(
+            doc,
+            "createInvitation",
+            "201",
+            "verifyInvitation",
+            json!({"invitationId": "$response.body#/_id", "sharedSecret": "$response.body#/sharedSecret"}),
+        );
+        link_to(
+            doc,
+            "verifyInvitation",
+            "200",
+            &["completeInvitation"],
+            "invitation",
+            "$response.body#/invitationId",
         );
         constrain_inputs(doc);
     }
