@@ -68,7 +68,16 @@ export TANDEM_CONFORMANCE_API_KEY TANDEM_CONFORMANCE_STAFF_TOKEN
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 addr="127.0.0.1:$port"
-"$tandem" serve --data-dir "$data" --addr "$addr" >"$data/server.log" 2>&1 &
+# Verification attempts per client address are limited (10 per window by default), which would
+# answer most of schemathesis's verifications with 429 and leave their logic untested; the
+# integration tests check the limit itself.
+cat >"$data/tandem.toml" <<TOML
+mode = "dev"
+
+[invitations]
+verify_max_attempts_per_ip = 1000000
+TOML
+"$tandem" serve --config "$data/tandem.toml" --data-dir "$data" --addr "$addr" >"$data/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
   if curl -sf -o /dev/null "http://$addr/bankingAdmin/apiDoc"; then break; fi
