@@ -34,6 +34,11 @@ impl MailWaker {
 /// Longest error text kept in `last_error`.
 const MAX_ERROR_CHARS: usize = 1000;
 
+/// Times an outcome is recorded before it is left to the lease, the waits between them doubling
+/// from `RECORD_RETRY_FIRST` (3 s in all).
+const RECORD_ATTEMPTS: u32 = 5;
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(200);
+
 /// How often delivered messages past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -187,38 +192,57 @@ impl DeliveryWorker {
                 self.settings.lease_secs / 2
             )),
         };
-        let recorded = match outcome {
-            Ok(()) => {
-                tracing::info!(message_id = %message.id, kind = %message.kind, "email sent");
-                self.queue.mark_sent(&message.id, Timestamp::now()).await
+        let sent_at = Timestamp::now();
+        let failure = outcome.err().map(|err| {
+            let failures = u32::try_from(message.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+            let delay = retry_delay(
+                failures,
+                Duration::from_millis(self.settings.retry_min_ms),
+                Duration::from_millis(self.settings.retry_max_ms),
+                rand::random::<f64>(),
+            );
+            let error: String = describe(&err).chars().take(MAX_ERROR_CHARS).collect();
+            tracing::warn!(
+                message_id = %message.id,
+                kind = %message.kind,
+                attempts = failures,
+                retry_in_ms = delay.as_millis() as u64,
+                error = %error,
+                "email not sent; will retry"
+            );
+            (
+                error,
+                Timestamp::now().plus_millis(delay.as_millis() as i64),
+            )
+        });
+        if failure.is_none() {
+            tracing::info!(message_id = %message.id, kind = %message.kind, "email sent");
+        }
+        // An outcome left unrecorded keeps the message leased for the whole lease, and a sent
+        // one goes out again when the lease runs out: a brief database problem (a connection
+        // that took too long to come free) is worth waiting out.
+        let mut wait = RECORD_RETRY_FIRST;
+        for attempt in 1..=RECORD_ATTEMPTS {
+            let recorded = match &failure {
+                None => self.queue.mark_sent(&message.id, sent_at).await,
+                Some((error, next)) => {
+                    self.queue
+                        .record_failure(&message.id, &self.owner, error, *next)
+                        .await
+                }
+            };
+            match recorded {
+                Ok(()) => return,
+                Err(err) if attempt == RECORD_ATTEMPTS => {
+                    // The lease runs out and the message is claimed again: retried, never lost.
+                    tracing::error!(message_id = %message.id, error = %err, "recording an email outcome failed");
+                }
+                Err(err) => {
+                    tracing::warn!(message_id = %message.id, error = %err, "recording an email outcome failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
             }
-            Err(err) => {
-                let failures =
-                    u32::try_from(message.attempts.saturating_add(1)).unwrap_or(u32::MAX);
-                let delay = retry_delay(
-                    failures,
-                    Duration::from_millis(self.settings.retry_min_ms),
-                    Duration::from_millis(self.settings.retry_max_ms),
-                    rand::random::<f64>(),
-                );
-                let error: String = describe(&err).chars().take(MAX_ERROR_CHARS).collect();
-                tracing::warn!(
-                    message_id = %message.id,
-                    kind = %message.kind,
-                    attempts = failures,
-                    retry_in_ms = delay.as_millis() as u64,
-                    error = %error,
-                    "email not sent; will retry"
-                );
-                let next = Timestamp::now().plus_millis(delay.as_millis() as i64);
-                self.queue
-                    .record_failure(&message.id, &self.owner, &error, next)
-                    .await
-            }
-        };
-        if let Err(err) = recorded {
-            // The lease runs out and the message is claimed again: retried, never lost.
-            tracing::error!(message_id = %message.id, error = %err, "recording an email outcome failed");
         }
     }
 
@@ -251,7 +275,110 @@ fn describe(err: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::describe;
+    use super::*;
+    use crate::store::StoreError;
+    use lettre::Message;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// One invitation email to hand out, whose `mark_sent` fails its first `failing_marks`
+    /// calls.
+    struct FlakyQueue {
+        message: Mutex<Option<ClaimedMessage>>,
+        failing_marks: u32,
+        marks: AtomicU32,
+        marked: Mutex<Option<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl DeliveryQueue for FlakyQueue {
+        async fn claim_due(
+            &self,
+            _owner: &str,
+            _now: Timestamp,
+            _lease_until: Timestamp,
+            _limit: u32,
+        ) -> Result<Vec<ClaimedMessage>, StoreError> {
+            Ok(self.message.lock().unwrap().take().into_iter().collect())
+        }
+
+        async fn mark_sent(&self, id: &str, _now: Timestamp) -> Result<(), StoreError> {
+            if self.marks.fetch_add(1, Ordering::SeqCst) < self.failing_marks {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "no connection came free"
+                )));
+            }
+            *self.marked.lock().unwrap() = Some(id.to_owned());
+            Ok(())
+        }
+
+        async fn record_failure(
+            &self,
+            _id: &str,
+            _owner: &str,
+            error: &str,
+            _next_attempt_at: Timestamp,
+        ) -> Result<(), StoreError> {
+            panic!("the email was sent, yet a failure was recorded: {error}")
+        }
+
+        async fn purge_sent(&self, _before: Timestamp) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    #[derive(Default)]
+    struct CountingMailer(AtomicU32);
+
+    #[async_trait::async_trait]
+    impl Mailer for CountingMailer {
+        async fn send(&self, _id: &str, _message: &Message) -> anyhow::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_recorded_through_brief_database_failures() {
+        let id = "01a20f5e-84cb-73cf-a1ce-e61e6073940e";
+        let queue = Arc::new(FlakyQueue {
+            message: Mutex::new(Some(ClaimedMessage {
+                id: id.to_owned(),
+                kind: "invitation".to_owned(),
+                recipient: "ana@example.com".to_owned(),
+                locale: "en".to_owned(),
+                payload: serde_json::json!({
+                    "invitationId": id,
+                    "acceptUrl": "https://bank.example/invitations/accept",
+                    "inviterFullName": "Max Pike",
+                    "invitationType": "joint",
+                    "expiresAt": "2026-12-23T18:05:00.000Z",
+                })
+                .to_string(),
+                attempts: 0,
+            })),
+            failing_marks: 2,
+            marks: AtomicU32::new(0),
+            marked: Mutex::new(None),
+        });
+        let mailer = Arc::new(CountingMailer::default());
+        let settings = EmailConfig {
+            from: "Example Bank <no-reply@bank.example>".to_owned(),
+            ..EmailConfig::default()
+        };
+        let worker = Arc::new(
+            DeliveryWorker::new(Arc::clone(&queue) as _, Arc::clone(&mailer) as _, settings)
+                .unwrap(),
+        );
+        assert_eq!(worker.deliver_due().await.unwrap(), 1);
+        assert_eq!(mailer.0.load(Ordering::SeqCst), 1, "sent once");
+        assert_eq!(
+            queue.marks.load(Ordering::SeqCst),
+            3,
+            "recorded on the third try"
+        );
+        assert_eq!(queue.marked.lock().unwrap().as_deref(), Some(id));
+    }
 
     #[test]
     fn errors_read_as_one_line_without_repeats() {
