@@ -32,7 +32,9 @@ fi
 
 case "$profile" in
   release) cargo build --locked --release --bin tandem; tandem=target/release/tandem ;;
-  dev) cargo build --locked --bin tandem; tandem=target/debug/tandem ;;
+  # The binary as `cargo test` builds it (with the dev-dependencies' features), which after a
+  # test run is already there: `cargo build` would compile a dozen crates again for it.
+  dev) cargo test --locked --no-run --quiet; tandem=target/debug/tandem ;;
   *) echo "TANDEM_CONFORMANCE_PROFILE must be release or dev, not $profile" >&2; exit 2 ;;
 esac
 
@@ -68,11 +70,14 @@ export TANDEM_CONFORMANCE_API_KEY TANDEM_CONFORMANCE_STAFF_TOKEN
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 addr="127.0.0.1:$port"
-# Verification attempts per client address are limited (10 per window by default), which would
-# answer most of schemathesis's verifications with 429 and leave their logic untested; the
-# integration tests check the limit itself.
+# Requests per client (100 a second) and verification attempts per client address (10 per
+# window) are limited, which would answer much of schemathesis's traffic with 429 and leave the
+# operations' logic untested; the integration tests check both limits.
 cat >"$data/tandem.toml" <<TOML
 mode = "dev"
+
+[rate_limit]
+per_second = 0
 
 [invitations]
 verify_max_attempts_per_ip = 1000000
@@ -85,13 +90,41 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+# Invitations for the operations on one invitation to find, so that their cases reach more
+# than "404 Not Found" for generated ids: ten sent, and one accepted (verified with its shared
+# secret) for completeInvitation. schemathesis.toml binds them to the id parameters.
+api() { # method, path, bearer token, JSON body; prints the response body, fails on non-2xx
+  local body
+  if ! body="$(curl -sS --fail-with-body -X "$1" "http://$addr$2" -H "Content-Type: application/json" \
+    -H "API-Key: $TANDEM_CONFORMANCE_API_KEY" -H "Authorization: Bearer $3" -d "$4")"; then
+    echo "$1 $2 failed: $body" >&2
+    return 1
+  fi
+  printf '%s\n' "$body"
+}
+invite() { # prints the id of a new invitation from the customer
+  local created
+  created="$(api POST /invitations/invitations "$customer_token" '{
+    "type": "joint", "accountUri": "https://api.example.com/accounts/accounts/acct-0001",
+    "inviterFullName": "Conformance Customer", "emailAddress": "invitee@example.com",
+    "firstName": "Ivy", "lastName": "Invitee", "sharedSecret": "conformance secret"}')"
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["_id"])' <<<"$created"
+}
+# schemathesis reads dictionary files beside its configuration, so all go to the data directory.
+cp scripts/conformance/schemathesis.toml "$data/schemathesis.toml"
+for _ in $(seq 10); do printf '"%s"\n' "$(invite)"; done >"$data/sent-invitations.dict"
+accepted="$(invite)"
+api POST /invitations/verifications "$customer_token" \
+  "{\"invitationId\": \"$accepted\", \"sharedSecret\": \"conformance secret\"}" >/dev/null
+printf '"%s"\n' "$accepted" >"$data/accepted-invitations.dict"
+
 seed_args=()
 if [ -n "${TANDEM_CONFORMANCE_SEED:-}" ]; then seed_args=(--seed "$TANDEM_CONFORMANCE_SEED"); fi
 export SCHEMATHESIS_HOOKS="$PWD/scripts/conformance/hooks.py"
 
 run() { # API name, token; prints schemathesis's report and returns its status
   echo "== schemathesis: $1 =="
-  TANDEM_CONFORMANCE_TOKEN="$2" "$schemathesis" --config-file scripts/conformance/schemathesis.toml \
+  TANDEM_CONFORMANCE_TOKEN="$2" "$schemathesis" --config-file "$data/schemathesis.toml" \
     run "http://$addr/$1/apiDoc" \
     --checks all \
     --phases examples,coverage,fuzzing,stateful \

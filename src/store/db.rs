@@ -360,7 +360,7 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("./migrations")
+        super::migrations::migrator()?
             .run(&self.write)
             .await
             .context("applying database migrations")

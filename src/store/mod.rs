@@ -6,6 +6,7 @@ pub mod connections;
 pub mod db;
 pub mod entitlements;
 pub mod invitations;
+mod migrations;
 pub mod outbox;
 mod postgres;
 pub mod record;
