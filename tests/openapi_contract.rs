@@ -42,35 +42,8 @@ impl Comparison<'_> {
         self.differences.insert(format!("{}: {text}", self.api));
     }
 
-    /// Follows `$ref`s, and looks through the `oneOf: [null, X]` utoipa writes for `Option<X>`
-    /// and single-element `allOf`s, to the schema that describes the value.
-    fn resolve<'v>(&'v self, mut schema: &'v Value) -> &'v Value {
-        loop {
-            if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
-                let name = reference
-                    .strip_prefix("#/components/schemas/")
-                    .unwrap_or_else(|| panic!("{}: unexpected $ref {reference}", self.api));
-                schema = self
-                    .doc
-                    .pointer(&format!("/components/schemas/{name}"))
-                    .unwrap_or_else(|| panic!("{}: dangling $ref {reference}", self.api));
-                continue;
-            }
-            let variants = ["oneOf", "anyOf", "allOf"]
-                .iter()
-                .find_map(|k| schema.get(*k).and_then(Value::as_array));
-            if let Some(variants) = variants {
-                let not_null: Vec<&Value> = variants
-                    .iter()
-                    .filter(|v| v.get("type").and_then(Value::as_str) != Some("null"))
-                    .collect();
-                if let [only] = not_null.as_slice() {
-                    schema = only;
-                    continue;
-                }
-            }
-            return schema;
-        }
+    fn resolve<'v>(&'v self, schema: &'v Value) -> &'v Value {
+        resolve(self.api, self.doc, schema)
     }
 
     /// A body that is one of several object shapes (e.g. createInvitation, one per invitation
@@ -357,6 +330,36 @@ impl Comparison<'_> {
     }
 }
 
+/// Follows `$ref`s, and looks through the `oneOf: [null, X]` utoipa writes for `Option<X>` and
+/// single-element `allOf`s, to the schema that describes the value.
+fn resolve<'v>(api: &str, doc: &'v Value, mut schema: &'v Value) -> &'v Value {
+    loop {
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            let name = reference
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{api}: unexpected $ref {reference}"));
+            schema = doc
+                .pointer(&format!("/components/schemas/{name}"))
+                .unwrap_or_else(|| panic!("{api}: dangling $ref {reference}"));
+            continue;
+        }
+        let variants = ["oneOf", "anyOf", "allOf"]
+            .iter()
+            .find_map(|k| schema.get(*k).and_then(Value::as_array));
+        if let Some(variants) = variants {
+            let not_null: Vec<&Value> = variants
+                .iter()
+                .filter(|v| v.get("type").and_then(Value::as_str) != Some("null"))
+                .collect();
+            if let [only] = not_null.as_slice() {
+                schema = only;
+                continue;
+            }
+        }
+        return schema;
+    }
+}
+
 fn first_content_schema(body: &Value) -> Option<&Value> {
     body.get("content")?
         .as_object()?
@@ -417,16 +420,26 @@ fn differences(api: &str, doc: &Value, contract: &Value) -> BTreeSet<String> {
     comparison.differences
 }
 
+/// The generated documents, by API name.
+fn documents() -> [(&'static str, Value); 2] {
+    [
+        ("bankingAdmin", serde_json::to_value(AdminApi::openapi())),
+        (
+            "invitations",
+            serde_json::to_value(InvitationsApi::openapi()),
+        ),
+    ]
+    .map(|(api, doc)| (api, doc.unwrap_or_else(|e| panic!("{api} document: {e}"))))
+}
+
 fn all_differences() -> BTreeSet<String> {
-    let admin = serde_json::to_value(AdminApi::openapi()).expect("admin document serializes");
-    let invitations =
-        serde_json::to_value(InvitationsApi::openapi()).expect("invitations document serializes");
+    let [(admin_api, admin), (invitations_api, invitations)] = documents();
     let admin_contract: Value = serde_json::from_str(ADMIN_CONTRACT).expect("bankingAdmin.json");
     let invitations_contract: Value =
         serde_json::from_str(INVITATIONS_CONTRACT).expect("invitations.json");
-    let mut all = differences("bankingAdmin", &admin, &admin_contract);
+    let mut all = differences(admin_api, &admin, &admin_contract);
     all.extend(differences(
-        "invitations",
+        invitations_api,
         &invitations,
         &invitations_contract,
     ));
@@ -540,4 +553,65 @@ fn the_comparison_reports_removed_parameters_statuses_and_fields() {
     .map(String::from)
     .collect();
     assert_eq!(new, expected.iter().collect::<BTreeSet<_>>());
+}
+
+/// Clients and schemathesis follow the links; one that names a parameter the target does not
+/// take, or a response field that is not there, would send them requests that fail.
+#[test]
+fn every_link_takes_fields_of_its_response_into_inputs_of_its_target() {
+    let mut checked = 0;
+    for (api, doc) in documents() {
+        let operations = operations(&doc);
+        for (id, (_, _, op)) in &operations {
+            for (status, response) in op["responses"].as_object().expect("responses") {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    let context = format!("{api}: link {name} from {id} {status}");
+                    let source = first_content_schema(response)
+                        .map(|schema| resolve(api, &doc, schema))
+                        .unwrap_or_else(|| panic!("{context}: the response has no body"));
+                    let target_id = link["operationId"].as_str().expect("operationId");
+                    let Some((_, _, target)) = operations.get(target_id) else {
+                        panic!("{context}: {target_id} is not an operation");
+                    };
+                    let read_from_source = |expression: &Value| {
+                        let field = expression
+                            .as_str()
+                            .and_then(|e| e.strip_prefix("$response.body#/"));
+                        assert!(
+                            field.is_some_and(|f| source["properties"].get(f).is_some()),
+                            "{context}: the response has no {expression}"
+                        );
+                    };
+                    for (parameter, expression) in
+                        link["parameters"].as_object().into_iter().flatten()
+                    {
+                        assert!(
+                            target["parameters"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|p| p["name"] == *parameter),
+                            "{context}: {target_id} takes no parameter {parameter}"
+                        );
+                        read_from_source(expression);
+                    }
+                    if let Some(body) = link["requestBody"].as_object() {
+                        let input = first_content_schema(&target["requestBody"])
+                            .map(|schema| resolve(api, &doc, schema))
+                            .unwrap_or_else(|| panic!("{context}: {target_id} takes no body"));
+                        for (field, expression) in body {
+                            assert!(
+                                input["properties"].get(field).is_some(),
+                                "{context}: the body of {target_id} has no {field}"
+                            );
+                            read_from_source(expression);
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // The admin create's links and the invitation create's and verification's.
+    assert!(checked >= 14, "only {checked} links");
 }
