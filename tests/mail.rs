@@ -481,6 +481,36 @@ async fn an_enqueue_wakes_the_worker_before_its_next_poll(backend: Backend) {
         .unwrap();
 }
 
+/// After a full batch the worker claims the next at once: one wake-up sends a backlog of many
+/// batches, none of it waiting for the next poll.
+async fn one_wake_up_sends_a_backlog_of_many_batches(backend: Backend) {
+    let server = SmtpServer::bind(0).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        several_instances(c);
+        c.email.poll_interval_ms = 600_000;
+        c.email.batch_size = 3;
+        c.email.smtp = Some(smtp_on(server.port));
+    })
+    .await;
+    // A second instance, whose worker this test can wake.
+    let instance = Application::build(app.config.clone()).await.unwrap();
+    let waker = instance.mail_waker();
+    tokio::spawn(instance.run_until(std::future::pending()));
+    let count = 20;
+    for i in 0..count {
+        enqueue_one(&app, &invitation(&format!("backlog{i}@example.com"), "en")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.received().is_empty(), "nobody polled");
+    waker.wake();
+    wait_for(&app, "the whole backlog is sent", |rows| {
+        rows.len() == count && rows.values().all(|r| r.sent_at.is_some())
+    })
+    .await;
+    assert_eq!(server.received().len(), count);
+}
+
 async fn delivered_messages_are_deleted_after_the_retention_period(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         quick_email(c);
@@ -566,6 +596,7 @@ on_both_backends!(
     a_message_nobody_can_render_stays_queued_and_the_rest_flow,
     a_crashed_instances_lease_is_taken_over_when_it_expires,
     an_enqueue_wakes_the_worker_before_its_next_poll,
+    one_wake_up_sends_a_backlog_of_many_batches,
     delivered_messages_are_deleted_after_the_retention_period,
     relay_credentials_are_used_and_never_recorded,
 );

@@ -5,7 +5,8 @@ mod common;
 use common::{Backend, TestApp};
 use serde_json::json;
 use sqlx::Row;
-use tandem::store::outbox::{OutboxMessage, enqueue};
+use tandem::domain::time::Timestamp;
+use tandem::store::outbox::{DeliveryQueue, OutboxMessage, SqlOutbox, enqueue};
 
 fn message(to: &str) -> OutboxMessage {
     OutboxMessage {
@@ -46,4 +47,33 @@ async fn messages_commit_and_roll_back_with_their_transaction(backend: Backend) 
     assert_eq!(row.get::<Option<i64>, _>("sent_at"), None);
 }
 
-on_both_backends!(messages_commit_and_roll_back_with_their_transaction);
+/// A claim leases exactly the batch it was asked for while more is due, each message once.
+async fn a_claim_leases_at_most_its_limit(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.email.poll_interval_ms = 600_000).await;
+    for i in 0..10 {
+        let mut tx = app.db.begin().await.unwrap();
+        enqueue(&mut tx, &message(&format!("due{i}@example.com")))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let queue = SqlOutbox::new(app.db.clone());
+    let now = Timestamp::now();
+    let mut claimed = Vec::new();
+    for expected in [4, 4, 2, 0] {
+        let batch = queue
+            .claim_due("claimer", now, now.plus_millis(60_000), 4)
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), expected);
+        claimed.extend(batch.into_iter().map(|m| m.id));
+    }
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 10, "every message leased once");
+}
+
+on_both_backends!(
+    messages_commit_and_roll_back_with_their_transaction,
+    a_claim_leases_at_most_its_limit,
+);

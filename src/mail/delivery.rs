@@ -125,7 +125,7 @@ impl DeliveryWorker {
                 next_purge += PURGE_EVERY;
             }
             more_due = match this.deliver_due().await {
-                Ok(claimed) => claimed == this.settings.batch_size as usize,
+                Ok(claimed) => claimed >= this.settings.batch_size as usize,
                 Err(err) => {
                     tracing::warn!(error = %describe(&err), "claiming due email failed");
                     false

@@ -26,6 +26,7 @@ const FILES: &[(&str, &str)] = embedded![
     "0007_invitation_visibility_covering.sql",
     "0008_invitation_visibility_order.sql",
     "0009_invitation_customer_group.sql",
+    "0010_email_outbox_unsent.sql",
 ];
 
 pub fn migrator() -> anyhow::Result<Migrator> {

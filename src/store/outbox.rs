@@ -122,12 +122,17 @@ impl DeliveryQueue for SqlOutbox {
             crate::store::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             crate::store::Backend::Sqlite => "",
         };
+        // The due ids are picked once, in a materialized CTE. Written as `WHERE id IN (SELECT
+        // ... LIMIT n FOR UPDATE SKIP LOCKED)`, one claim on PostgreSQL updated and returned 47
+        // messages for a limit of 20: nothing bounds how often the planner evaluates such a
+        // subquery within one statement, and each evaluation skips what the last one locked.
         let sql = format!(
-            "UPDATE email_outbox SET lease_owner = $1, lease_expires_at = $2 \
-             WHERE id IN (SELECT id FROM email_outbox \
+            "WITH due AS MATERIALIZED (SELECT id FROM email_outbox \
                  WHERE sent_at IS NULL AND next_attempt_at <= $3 \
                    AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
                  ORDER BY next_attempt_at, id LIMIT $4{lock}) \
+             UPDATE email_outbox SET lease_owner = $1, lease_expires_at = $2 \
+             WHERE id IN (SELECT id FROM due) \
              RETURNING id, kind, recipient, locale, payload, attempts"
         );
         self.db
