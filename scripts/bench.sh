@@ -4,8 +4,8 @@
 # baseline in the same run, and prints one markdown table (req/s, p50, p99, non-2xx, ratio to
 # the baseline, peak RSS) and whether the performance targets are met.
 #
-# Needs wrk (Debian package `wrk`), python3 (to find free ports) and, for the PostgreSQL part,
-# a server at 127.0.0.1:5432 that trusts local connections (psql).
+# Needs wrk (Debian package `wrk`), chrt (util-linux), python3 (to find free ports) and, for the
+# PostgreSQL part, a server at 127.0.0.1:5432 that trusts local connections (psql).
 #
 # Settings (environment):
 #   BENCH_DURATION=10s        wrk -d for each operation (e.g. BENCH_DURATION=3s for a quick run)
@@ -51,6 +51,7 @@ TANDEM="$ROOT/target/release/tandem"
 EXAMPLES="$ROOT/target/release/examples"
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+command -v chrt >/dev/null || { echo "chrt is not installed (apt-get install util-linux)" >&2; exit 1; }
 case "$WRK_SCHED" in
   batch) OTHER_SCHED=normal ;;
   normal) OTHER_SCHED=batch ;;
