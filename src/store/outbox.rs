@@ -125,7 +125,7 @@ impl DeliveryQueue for SqlOutbox {
         // The due ids are picked once, in a materialized CTE. Written as `WHERE id IN (SELECT
         // ... LIMIT n FOR UPDATE SKIP LOCKED)`, one claim on PostgreSQL updated and returned 47
         // messages for a limit of 20: nothing bounds how often the planner evaluates such a
-        // subquery within one statement, and each evaluation skips what the last one locked.
+        // subquery within one statement, and a later evaluation may pick other rows.
         let sql = format!(
             "WITH due AS MATERIALIZED (SELECT id FROM email_outbox \
                  WHERE sent_at IS NULL AND next_attempt_at <= $3 \
