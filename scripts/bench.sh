@@ -304,8 +304,11 @@ awk -v other_sched="$OTHER_SCHED" -v limit="$LIST_LIMIT" -v clients="$CONNECTION
       if (op ~ /-grown$/) notes = notes "after create-invitation, whose invitations are all customer 1'"'"'s; "
       if (op ~ /^list-invitations/) notes = notes "filter=eq(state,sent), first page of 100 (count given up to 1000 matches); "
       # A row measured with the other policy of wrk is compared with the baseline measured so too.
-      base = (op ~ ("-wrk-" other_sched "$")) ? hello[b "-wrk-" other_sched] : hello[b]
-      if (op ~ ("-wrk-" other_sched "$")) notes = notes "wrk as SCHED_" toupper(other_sched) ", against hello-world so measured (" sprintf("%.0f", base) " req/s); "
+      base = hello[b]
+      if (op ~ ("-wrk-" other_sched "$")) {
+        base = hello[b "-wrk-" other_sched]
+        notes = notes "wrk as SCHED_" toupper(other_sched) ", against hello-world so measured (" sprintf("%.0f", base) " req/s); "
+      }
       ratio = base > 0 ? rps / base : 0
       printf "| %s | %s | %.0f | %.2f | %.2f | %d | %.3f | %s |\n", b, op, rps, field("p50_ms"), p99, field("non2xx"), ratio, notes
       result[b, op, "ratio"] = ratio

@@ -115,6 +115,29 @@ async fn wait_for(app: &TestApp, what: &str, done: impl Fn(&BTreeMap<String, Out
     }
 }
 
+/// Queues `count` invitations, to `<prefix><n>@example.com`.
+async fn enqueue_many(app: &TestApp, prefix: &str, count: usize) {
+    for n in 0..count {
+        enqueue_one(app, &invitation(&format!("{prefix}{n}@example.com"), "en")).await;
+    }
+}
+
+/// Waits until the outbox holds `count` messages, every one of them sent.
+async fn wait_until_all_sent(app: &TestApp, count: usize) {
+    wait_for(app, &format!("all {count} messages are sent"), |rows| {
+        rows.len() == count && rows.values().all(|r| r.sent_at.is_some())
+    })
+    .await;
+}
+
+/// Starts another instance on the test's database; returns its email worker's waker.
+async fn start_another_instance(app: &TestApp) -> tandem::mail::MailWaker {
+    let instance = Application::build(app.config.clone()).await.unwrap();
+    let waker = instance.mail_waker();
+    tokio::spawn(instance.run_until(std::future::pending()));
+    waker
+}
+
 /// What a browser shows for the HTML escapes in the message.
 fn unescape(html: &str) -> String {
     html.replace("&quot;", "\"")
@@ -308,17 +331,11 @@ async fn several_instances_share_the_queue_and_send_each_message_once(backend: B
     .await;
     // A second and a third instance on the same database.
     for _ in 0..2 {
-        let other = Application::build(app.config.clone()).await.unwrap();
-        tokio::spawn(other.run_until(std::future::pending()));
+        start_another_instance(&app).await;
     }
     let count = 30;
-    for i in 0..count {
-        enqueue_one(&app, &invitation(&format!("many{i}@example.com"), "en")).await;
-    }
-    wait_for(&app, "every message is sent", |rows| {
-        rows.len() == count && rows.values().all(|r| r.sent_at.is_some())
-    })
-    .await;
+    enqueue_many(&app, "many", count).await;
+    wait_until_all_sent(&app, count).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut recipients: Vec<_> = server
         .received()
@@ -494,20 +511,13 @@ async fn one_wake_up_sends_a_backlog_of_many_batches(backend: Backend) {
     })
     .await;
     // A second instance, whose worker this test can wake.
-    let instance = Application::build(app.config.clone()).await.unwrap();
-    let waker = instance.mail_waker();
-    tokio::spawn(instance.run_until(std::future::pending()));
+    let waker = start_another_instance(&app).await;
     let count = 20;
-    for i in 0..count {
-        enqueue_one(&app, &invitation(&format!("backlog{i}@example.com"), "en")).await;
-    }
+    enqueue_many(&app, "backlog", count).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(server.received().is_empty(), "nobody polled");
     waker.wake();
-    wait_for(&app, "the whole backlog is sent", |rows| {
-        rows.len() == count && rows.values().all(|r| r.sent_at.is_some())
-    })
-    .await;
+    wait_until_all_sent(&app, count).await;
     assert_eq!(server.received().len(), count);
 }
 
@@ -537,8 +547,7 @@ async fn delivered_messages_are_deleted_after_the_retention_period(backend: Back
         ids.push(id);
     }
     // Another instance purges on its first round (and hourly after that).
-    let instance = Application::build(app.config.clone()).await.unwrap();
-    tokio::spawn(instance.run_until(std::future::pending()));
+    start_another_instance(&app).await;
     wait_for(&app, "the old delivered message is gone", |rows| {
         !rows.contains_key(&ids[0])
     })
