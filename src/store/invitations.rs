@@ -639,11 +639,14 @@ impl InvitationRepository for SqlInvitations {
         // At most COUNT_LIMIT + 1 matches are visited, so a broad filter over a large table
         // costs no more than a narrow one.
         let count = count_query(query, &state, backend);
-        // When the page is not full it tells the count itself, and the count's answer goes
-        // unused.
+        // When the page is not full it tells the count itself: SQLite then skips the count,
+        // and PostgreSQL's answer (run beside the page) goes unused.
         let (items, counted) = self
             .db
-            .list_and_count::<Invitation, Count>(page, count)
+            .list_and_count::<Invitation, Count>(page, count, {
+                let (start, limit) = (query.start, query.limit);
+                move |items| count_from_page(start, limit, items).is_none()
+            })
             .await;
         let items: Vec<Invitation> = items?.into_iter().map(|i| i.as_of(now)).collect();
         if let Some(total) = count_from_page(query.start, query.limit, items.len()) {
