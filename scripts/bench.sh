@@ -5,7 +5,9 @@
 # the baseline, peak RSS) and whether the performance targets are met.
 #
 # Needs wrk (Debian package `wrk`), chrt (util-linux), python3 (to find free ports) and, for the
-# PostgreSQL part, a server at 127.0.0.1:5432 that trusts local connections (psql).
+# PostgreSQL part, a server at 127.0.0.1:5432 that trusts local connections (psql and pgbench,
+# from the PostgreSQL client package). pgbench measures PostgreSQL alone, without HTTP or
+# tandem, on what a get asks of it (the `pgbench-` rows).
 #
 # Settings (environment):
 #   BENCH_DURATION=10s        wrk -d for each operation (e.g. BENCH_DURATION=3s for a quick run)
@@ -52,6 +54,12 @@ EXAMPLES="$ROOT/target/release/examples"
 
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 command -v chrt >/dev/null || { echo "chrt is not installed (apt-get install util-linux)" >&2; exit 1; }
+if [[ " $BACKENDS " == *" postgres "* ]]; then
+  for tool in psql pgbench; do
+    command -v "$tool" >/dev/null ||
+      { echo "$tool is not installed (apt-get install postgresql-client)" >&2; exit 1; }
+  done
+fi
 case "$WRK_SCHED" in
   batch) OTHER_SCHED=normal ;;
   normal) OTHER_SCHED=batch ;;
@@ -111,6 +119,50 @@ run_wrk() {
     echo "$backend $line" >>"$RESULTS"
     echo "  $backend $op: $line" | sed 's/BENCH_RESULT op=[^ ]* //' >&2
   fi
+}
+
+# run_pgbench URL IDS: PostgreSQL's own rate, with no HTTP and no tandem, for what a get asks of
+# it: a round trip (`SELECT 1`), and the get-invitation's statement (every column of one of
+# customer 1's invitations by id). pgbench runs with wrk's clients, threads and scheduling
+# policy.
+run_pgbench() {
+  local url=$1 ids=$2 launcher=() seconds count output op
+  if [[ "$WRK_SCHED" == batch ]]; then launcher=(chrt --batch 0); fi
+  case "$DURATION" in
+    *s) seconds=${DURATION%s} ;;
+    *m) seconds=$((${DURATION%m} * 60)) ;;
+    *) seconds=$DURATION ;;
+  esac
+  # The ids to pick from, numbered: pgbench draws a number, not a text.
+  psql "$url" -q -v ON_ERROR_STOP=1 \
+    -c "CREATE TABLE bench_probe_ids (n integer PRIMARY KEY, id text NOT NULL)"
+  awk '{ print NR "\t" $1 }' "$ids/invitations-of-customer-1.txt" |
+    psql "$url" -q -v ON_ERROR_STOP=1 -c "\\copy bench_probe_ids FROM STDIN"
+  count=$(wc -l <"$ids/invitations-of-customer-1.txt")
+  local pgdir="$WORK/postgres/pgbench"
+  mkdir -p "$pgdir"
+  printf 'SELECT 1;\n' >"$pgdir/select-1.sql"
+  printf '\\set n random(1, %d)\nSELECT * FROM invitations WHERE id = (SELECT id FROM bench_probe_ids WHERE n = :n);\n' \
+    "$count" >"$pgdir/get-invitation.sql"
+  for op in select-1 get-invitation; do
+    output=$("${launcher[@]}" pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$seconds" \
+      -f "$pgdir/$op.sql" "$url" 2>&1) || {
+      echo "pgbench failed for $op:" >&2
+      echo "$output" >&2
+      return 1
+    }
+    # No percentiles: pgbench's per-transaction log gave 0 µs to most transactions at this
+    # concurrency (one clock reading serves many answers).
+    local line
+    line=$(awk -v op="pgbench-$op" '
+      /^number of transactions actually processed:/ { requests = $NF }
+      /^tps = / { rps = $3 }
+      END { printf "BENCH_RESULT op=%s requests=%d rps=%.1f p50_ms= p99_ms= non2xx=0 socket_errors=0 beyond_pool=0\n", op, requests, rps }
+    ' <<<"$output")
+    echo "postgres $line" >>"$RESULTS"
+    echo "  postgres $line" | sed 's/BENCH_RESULT //' >&2
+  done
+  psql "$url" -q -v ON_ERROR_STOP=1 -c "DROP TABLE bench_probe_ids"
 }
 
 echo "== building the release binary and examples" >&2
@@ -173,6 +225,10 @@ EOF
   # load (other work on the machine changes absolute figures a lot; the ratio much less).
   echo "-- hello-world baseline" >&2
   run_hello "$backend"
+  if [[ "$backend" == postgres ]]; then
+    echo "-- PostgreSQL alone (pgbench)" >&2
+    run_pgbench "${PG_ADMIN_URL%/*}/$PG_DATABASE" "$dir/ids"
+  fi
 
   port=$(free_port)
   "$TANDEM" serve --config "$dir/tandem.toml" --data-dir "$dir/data" --addr "127.0.0.1:$port" \
@@ -300,6 +356,8 @@ awk -v other_sched="$OTHER_SCHED" -v limit="$LIST_LIMIT" -v clients="$CONNECTION
       if (field("beyond_pool") + 0 > 0) notes = notes field("beyond_pool") " requests repeated an id (seeded ids used up); "
       if (op == "list-connections") notes = notes "state=active, limit=" limit "; "
       if (op ~ /-c1$/) notes = notes "wrk -t1 -c1: one request at a time; "
+      if (op == "pgbench-select-1") notes = notes "PostgreSQL alone (pgbench -M prepared, same clients; no HTTP, no tandem): SELECT 1; "
+      if (op == "pgbench-get-invitation") notes = notes "PostgreSQL alone (pgbench -M prepared, same clients; no HTTP, no tandem): the get-invitation'"'"'s statement; "
       if (op ~ /-paced$/) notes = notes paced " clients, each pausing " pause " ms after every answer; "
       if (op ~ /-grown$/) notes = notes "after create-invitation, whose invitations are all customer 1'"'"'s; "
       if (op ~ /^list-invitations/) notes = notes "filter=eq(state,sent), first page of 100 (count given up to 1000 matches); "
@@ -310,7 +368,9 @@ awk -v other_sched="$OTHER_SCHED" -v limit="$LIST_LIMIT" -v clients="$CONNECTION
         notes = notes "wrk as SCHED_" toupper(other_sched) ", against hello-world so measured (" sprintf("%.0f", base) " req/s); "
       }
       ratio = base > 0 ? rps / base : 0
-      printf "| %s | %s | %.0f | %.2f | %.2f | %d | %.3f | %s |\n", b, op, rps, field("p50_ms"), p99, field("non2xx"), ratio, notes
+      p50_text = field("p50_ms") == "" ? "" : sprintf("%.2f", field("p50_ms"))
+      p99_text = field("p99_ms") == "" ? "" : sprintf("%.2f", p99)
+      printf "| %s | %s | %.0f | %s | %s | %d | %.3f | %s |\n", b, op, rps, p50_text, p99_text, field("non2xx"), ratio, notes
       result[b, op, "ratio"] = ratio
       result[b, op, "rps"] = rps
       result[b, op, "p99"] = p99
@@ -326,6 +386,8 @@ awk -v other_sched="$OTHER_SCHED" -v limit="$LIST_LIMIT" -v clients="$CONNECTION
         other = ops[k] "-wrk-" other_sched
         printf "- %s %s: ratio to hello-world %.3f >= 0.40 with auth: %s", b, ops[k], result[b, ops[k], "ratio"], (result[b, ops[k], "ratio"] >= 0.40) ? "met" : "NOT MET"
         if (result[b, other, "done"] > 0) printf " (with wrk as SCHED_%s: %.3f)", toupper(other_sched), result[b, other, "ratio"]
+        if (result[b, "pgbench-select-1", "done"] > 0) printf "; PostgreSQL alone answers SELECT 1 at %.3f", result[b, "pgbench-select-1", "ratio"]
+        if (result[b, "pgbench-" ops[k], "done"] > 0) printf " and this get'"'"'s statement at %.3f", result[b, "pgbench-" ops[k], "ratio"]
         printf "\n"
       }
       split("list-invitations-customer list-invitations-staff", ops, " ")
