@@ -160,7 +160,7 @@ async fn a_read_whose_caller_went_away_finishes_and_keeps_its_connection() {
     assert_eq!(backend_pid(&db).await.unwrap(), pid);
     // A list (page and count side by side) too.
     let sleeping = || SqlBuilder::new("SELECT pg_sleep(0.5)::text AS id");
-    abandon(db.list_and_count::<Probe, Probe>(sleeping(), sleeping())).await;
+    abandon(db.list_and_count::<Probe, Probe>(sleeping(), sleeping(), |_| true)).await;
     assert_eq!(backend_pid(&db).await.unwrap(), pid);
 }
 
