@@ -98,17 +98,21 @@ peak_rss_mb() { # PID
   awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
+# with_policy POLICY COMMAND...: runs COMMAND as SCHED_BATCH when POLICY is batch, else as is.
+with_policy() {
+  if [[ "$1" == batch ]]; then chrt --batch 0 "${@:2}"; else "${@:2}"; fi
+}
+
 # run_wrk BACKEND OP SCRIPT URL DURATION [THREADS CONNECTIONS]: appends the result line to
 # $RESULTS (unless the backend is "warmup"). wrk runs with the policy $SCHED (default
 # $WRK_SCHED).
 run_wrk() {
   local backend=$1 op=$2 script=$3 url=$4 duration=$5 threads=${6:-$THREADS}
-  local connections=${7:-$CONNECTIONS} pause_ms=${8:-} output launcher=()
-  if [[ "${SCHED:-$WRK_SCHED}" == batch ]]; then launcher=(chrt --batch 0); fi
+  local connections=${7:-$CONNECTIONS} pause_ms=${8:-} output
   output=$(BENCH_OP=$op BENCH_LUA_DIR="$ROOT/scripts/bench" BENCH_THREADS=$threads \
     BENCH_PAUSE_MS=$pause_ms \
-    "${launcher[@]}" wrk -t"$threads" -c"$connections" -d"$duration" --timeout 10s \
-    -s "$ROOT/scripts/bench/$script.lua" "$url")
+    with_policy "${SCHED:-$WRK_SCHED}" wrk -t"$threads" -c"$connections" -d"$duration" \
+    --timeout 10s -s "$ROOT/scripts/bench/$script.lua" "$url")
   local line
   line=$(grep '^BENCH_RESULT ' <<<"$output") || {
     echo "wrk printed no result for $op:" >&2
@@ -126,8 +130,7 @@ run_wrk() {
 # customer 1's invitations by id). pgbench runs with wrk's clients, threads and scheduling
 # policy.
 run_pgbench() {
-  local url=$1 ids=$2 launcher=() seconds count output op
-  if [[ "$WRK_SCHED" == batch ]]; then launcher=(chrt --batch 0); fi
+  local url=$1 ids=$2 seconds count output op
   case "$DURATION" in
     *s) seconds=${DURATION%s} ;;
     *m) seconds=$((${DURATION%m} * 60)) ;;
@@ -145,8 +148,8 @@ run_pgbench() {
   printf '\\set n random(1, %d)\nSELECT * FROM invitations WHERE id = (SELECT id FROM bench_probe_ids WHERE n = :n);\n' \
     "$count" >"$pgdir/get-invitation.sql"
   for op in select-1 get-invitation; do
-    output=$("${launcher[@]}" pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$seconds" \
-      -f "$pgdir/$op.sql" "$url" 2>&1) || {
+    output=$(with_policy "$WRK_SCHED" pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" \
+      -T "$seconds" -f "$pgdir/$op.sql" "$url" 2>&1) || {
       echo "pgbench failed for $op:" >&2
       echo "$output" >&2
       return 1
