@@ -91,8 +91,9 @@ for _ in $(seq 100); do
 done
 
 # Invitations for the operations on one invitation to find, so that their cases reach more
-# than "404 Not Found" for generated ids: ten sent, and one accepted (verified with its shared
-# secret) for completeInvitation. schemathesis.toml binds them to the id parameters.
+# than "404 Not Found" for generated ids: ten sent, ten more each for deleteInvitation and
+# revokeInvitation alone, and one accepted (verified with its shared secret) for
+# completeInvitation. schemathesis.toml binds them to the id parameters.
 api() { # method, path, bearer token, JSON body; prints the response body, fails on non-2xx
   local body
   if ! body="$(curl -sS --fail-with-body -X "$1" "http://$addr$2" -H "Content-Type: application/json" \
@@ -112,7 +113,9 @@ invite() { # prints the id of a new invitation from the customer
 }
 # schemathesis reads dictionary files beside its configuration, so all go to the data directory.
 cp scripts/conformance/schemathesis.toml "$data/schemathesis.toml"
-for _ in $(seq 10); do printf '"%s"\n' "$(invite)"; done >"$data/sent-invitations.dict"
+for pool in sent deletable revocable; do
+  for _ in $(seq 10); do printf '"%s"\n' "$(invite)"; done >"$data/$pool-invitations.dict"
+done
 accepted="$(invite)"
 api POST /invitations/verifications "$customer_token" \
   "{\"invitationId\": \"$accepted\", \"sharedSecret\": \"conformance secret\"}" >/dev/null
