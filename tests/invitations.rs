@@ -813,8 +813,9 @@ async fn list_pages_with_count_and_hal_links(backend: Backend) {
 }
 
 /// A customer's list merges their own invitations with those on each account and organization
-/// they hold (read one by one up to 16 resources, together beyond): every page, order and
-/// count must be what filtering the staff list by hand gives.
+/// they hold (read one by one up to 16 resources, together beyond; on SQLite, pages in creation
+/// order merge those walks as they read them): every page, order and count must be what
+/// filtering the staff list by hand gives.
 async fn customer_lists_show_exactly_what_they_may_see_in_every_page_and_order(backend: Backend) {
     const DAVE: &str = "customer-dave";
     let app = spawn(backend).await;

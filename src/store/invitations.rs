@@ -441,6 +441,11 @@ fn push_matching(
 /// read every invitation the customer may see and sorted them: a customer with 70,000
 /// invitations got 15-50 lists a second.
 ///
+/// On SQLite, a customer's page in creation order instead merges the reaches' walks as it
+/// reads them and reads only the page's rows (`merges_in_order`): 13% fewer instructions for
+/// the benchmark's customer list (100 of 182 matches over seven reaches) and 11% fewer once
+/// the customer has 60,000 invitations of their own.
+///
 /// `from_index` (staff lists): pick the page's ids first, then read those rows. A staff list's
 /// conditions and order are all columns of `invitations_state_created`, so its ids come from
 /// that index alone, which PostgreSQL prefers by far over walking `invitations_created` and
@@ -484,6 +489,17 @@ fn page_query(
         }
         return page;
     }
+    if merges_in_order(query, &reaches, backend) {
+        page.push(" FROM (");
+        push_merged_walks(&mut page, query, state, &reaches);
+        bounds(&mut page);
+        // The join reads each row in the page's order, which SQLite then needs no sort for.
+        page.push(
+            ") AS page CROSS JOIN invitations ON invitations.id = page.i \
+             ORDER BY page.c, page.i",
+        );
+        return page;
+    }
     let key = row_key(backend);
     page.push(" FROM invitations WHERE ")
         .push(key)
@@ -510,6 +526,39 @@ fn row_key(backend: Backend) -> &'static str {
         Backend::Sqlite => "rowid",
         Backend::Postgres => "id",
     }
+}
+
+/// Whether a customer's page in creation order can come from `push_merged_walks`. SQLite
+/// merges a `UNION` with an `ORDER BY` by stepping through its parts side by side, each in the
+/// order of one customer's, account's or organization's index entries, and stops once it has
+/// the page: nothing is sorted. PostgreSQL 15 gathers every part's matches, removes repeats and
+/// sorts them all first; a reach over several resources would be sorted on either.
+fn merges_in_order(query: &InvitationQuery, reaches: &[Reach], backend: Backend) -> bool {
+    backend == Backend::Sqlite
+        && query.sort.is_empty()
+        && reaches.iter().all(|reach| match reach {
+            Reach::All => false,
+            Reach::Own(_) => true,
+            Reach::On { resources, .. } => resources.len() == 1,
+        })
+}
+
+/// `SELECT created_at AS c, id AS i ... UNION SELECT ... ORDER BY c, i`: the matches of every
+/// reach, each once, in creation order.
+fn push_merged_walks(
+    q: &mut SqlBuilder,
+    query: &InvitationQuery,
+    state: &EffectiveState,
+    reaches: &[Reach],
+) {
+    for (n, reach) in reaches.iter().enumerate() {
+        if n > 0 {
+            q.push(" UNION ");
+        }
+        q.push("SELECT created_at AS c, id AS i");
+        push_matching(q, query, state, reach);
+    }
+    q.push(" ORDER BY c, i");
 }
 
 /// `SELECT k FROM (...) UNION SELECT k FROM (...)`: the keys of the first `each` matches of
