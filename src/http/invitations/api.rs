@@ -137,19 +137,20 @@ struct HrefLink<'a> {
     href: Href<'a>,
 }
 
-/// base + path + id, written piece by piece.
+/// base + path + id.
 pub(super) struct Href<'a>(pub &'a str, pub &'static str, pub &'a str);
 
-impl Serialize for Href<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+impl Href<'_> {
+    pub(super) fn text(&self) -> String {
+        let Self(base, path, id) = self;
+        [*base, *path, *id].concat()
     }
 }
 
-impl std::fmt::Display for Href<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Self(base, path, id) = self;
-        write!(f, "{base}{path}{id}")
+impl Serialize for Href<'_> {
+    /// One string, not three pieces through the formatter: a page of 100 has 400 links.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text())
     }
 }
 

@@ -244,7 +244,7 @@ impl InvitationsContext {
     }
 
     pub fn accept_url(&self, id: &ResourceId) -> String {
-        api::Href(&self.public_url, ACCEPT_PATH, id.as_str()).to_string()
+        api::Href(&self.public_url, ACCEPT_PATH, id.as_str()).text()
     }
 
     /// The invitation email for the outbox; it never carries the shared secret.
