@@ -429,11 +429,25 @@ fn prepare<'c>(
     query: &SqlBuilder,
 ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
     let mut statement = conn.prepare_cached(query.sql())?;
-    for (i, param) in query.params().iter().enumerate() {
-        let name = format!("${}", i + 1);
-        let index = statement
-            .parameter_index(&name)?
-            .ok_or_else(|| anyhow!("the statement has no placeholder {name}"))?;
+    let params = query.params();
+    // SQLite numbers `$n` placeholders in order of first appearance, which need not be n: each
+    // index is mapped back to its n by the placeholder's name (looking up "$n" instead scans
+    // every name, for every parameter). Distinct placeholders, as many as the parameters and
+    // each naming one, use every parameter.
+    if statement.parameter_count() != params.len() {
+        return Err(anyhow!(
+            "the statement has {} placeholders for {} parameters",
+            statement.parameter_count(),
+            params.len()
+        )
+        .into());
+    }
+    for index in 1..=params.len() {
+        let param = statement
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+            .and_then(|n| params.get(n.checked_sub(1)?))
+            .ok_or_else(|| anyhow!("placeholder {index} is not one of $1 to ${}", params.len()))?;
         match param {
             Param::Text(text) => statement.raw_bind_parameter(index, text)?,
             Param::Int(int) => statement.raw_bind_parameter(index, int)?,
@@ -688,6 +702,29 @@ mod tests {
         assert_eq!((*a, b.as_str(), *c), (1, "x", 3));
         let err = fetch::<Missing>(&conn, &query, 1).err().unwrap();
         assert!(format!("{err:#}").contains("no column d"), "{err:#}");
+    }
+
+    #[test]
+    fn each_placeholder_gets_the_parameter_it_names() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        // `$2` comes first, and twice: SQLite numbers the placeholders 2, 1, 3 in that order.
+        let query = SqlBuilder::fixed(
+            "SELECT $2 AS a, $1 AS b, $3 + $2 AS c",
+            vec![Param::from("one"), Param::Int(2), Param::Int(40)],
+        );
+        let rows: Vec<OutOfOrder> = fetch(&conn, &query, 1).unwrap();
+        let OutOfOrder(c, b, a) = &rows[0];
+        assert_eq!((*a, b.as_str(), *c), (2, "one", 42));
+        for (sql, params) in [
+            ("SELECT $1 AS n", vec![Param::Int(1), Param::Int(2)]),
+            ("SELECT $1 + $3 AS n", vec![Param::Int(1), Param::Int(2)]),
+            ("SELECT ?1 AS n", vec![Param::Int(1)]),
+        ] {
+            let err = fetch::<Count>(&conn, &SqlBuilder::fixed(sql, params), 1)
+                .err()
+                .unwrap();
+            assert!(format!("{err:#}").contains("placeholder"), "{sql}: {err:#}");
+        }
     }
 
     #[test]
