@@ -433,7 +433,8 @@ fn prepare<'c>(
     // SQLite numbers `$n` placeholders in order of first appearance, which need not be n: each
     // index is mapped back to its n by the placeholder's name (looking up "$n" instead scans
     // every name, for every parameter). Distinct placeholders, as many as the parameters and
-    // each naming one, use every parameter.
+    // each naming one (written without leading zeros, so that `$1` and `$01` cannot both name
+    // the first), use every parameter.
     if statement.parameter_count() != params.len() {
         return Err(anyhow!(
             "the statement has {} placeholders for {} parameters",
@@ -445,7 +446,9 @@ fn prepare<'c>(
     for index in 1..=params.len() {
         let param = statement
             .parameter_name(index)
-            .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+            .and_then(|name| name.strip_prefix('$'))
+            .filter(|digits| !digits.starts_with('0'))
+            .and_then(|digits| digits.parse::<usize>().ok())
             .and_then(|n| params.get(n.checked_sub(1)?))
             .ok_or_else(|| anyhow!("placeholder {index} is not one of $1 to ${}", params.len()))?;
         match param {
@@ -718,6 +721,7 @@ mod tests {
         for (sql, params) in [
             ("SELECT $1 AS n", vec![Param::Int(1), Param::Int(2)]),
             ("SELECT $1 + $3 AS n", vec![Param::Int(1), Param::Int(2)]),
+            ("SELECT $1 + $01 AS n", vec![Param::Int(1), Param::Int(2)]),
             ("SELECT ?1 AS n", vec![Param::Int(1)]),
         ] {
             let err = fetch::<Count>(&conn, &SqlBuilder::fixed(sql, params), 1)
