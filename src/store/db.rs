@@ -308,8 +308,9 @@ impl Db {
         }
     }
 
-    /// All rows of a filtered list. On SQLite it runs on a blocking thread, since it may visit
-    /// many rows and must not hold up the requests queued on this one.
+    /// All rows of a filtered list. On SQLite it runs on the calling thread within a budget of
+    /// steps, and on a blocking thread when it needs more: it may visit many rows and must not
+    /// hold up the requests queued on this one.
     pub async fn list<T: FromRecord + Send + 'static>(
         &self,
         query: SqlBuilder,
@@ -318,18 +319,17 @@ impl Db {
             Engine::Sqlite(sqlite) => {
                 sqlite
                     .readers
-                    .with_blocking(move |conn| sqlite::fetch(conn, &query, usize::MAX))
+                    .with_step_budget(move |conn| sqlite::fetch(conn, &query, usize::MAX))
                     .await
             }
             Engine::Postgres(_) => self.fetch_all(query).await,
         }
     }
 
-    /// The rows of a page and those of its count. On SQLite both run on one blocking thread, one
-    /// after the other: a hand-off to a blocking thread and back costs about as much as a capped
-    /// count (A/B with 32 clients: customer lists +10%, staff lists +1%; one client at a time
-    /// waits 0.06-0.1 ms longer). On PostgreSQL they run side by side on two connections, each a
-    /// round trip.
+    /// The rows of a page and those of its count. On SQLite both run one after the other within
+    /// one budget of steps, on the calling thread unless they need more (`list`); a hand-off to
+    /// a blocking thread and back costs about as much as a capped count. On PostgreSQL they run
+    /// side by side on two connections, each a round trip.
     ///
     /// `needs_count` tells from the page's length whether the count is wanted (a page that is
     /// not full tells it): on SQLite the count runs only then, and otherwise its rows are empty.
@@ -337,7 +337,7 @@ impl Db {
         &self,
         page: SqlBuilder,
         count: SqlBuilder,
-        needs_count: impl FnOnce(usize) -> bool + Send + 'static,
+        needs_count: impl Fn(usize) -> bool + Send + 'static,
     ) -> (Result<Vec<T>, StoreError>, Result<Vec<C>, StoreError>)
     where
         T: FromRecord + Send + 'static,
@@ -347,7 +347,7 @@ impl Db {
             Engine::Sqlite(sqlite) => {
                 let both = sqlite
                     .readers
-                    .with_blocking(move |conn| {
+                    .with_step_budget(move |conn| {
                         let items = sqlite::fetch(conn, &page, usize::MAX);
                         let counted = match &items {
                             Ok(items) if needs_count(items.len()) => {
