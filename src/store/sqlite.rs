@@ -38,10 +38,10 @@ const READER_PRAGMAS: &str =
 /// column or filtered on one takes millions. A step takes 13-31 ns (a merged walk, a sort, a
 /// scan), so the budget holds a runtime thread for at most about 4.5 ms, and only once per list
 /// that exceeds it.
-const INLINE_STEPS: u32 = 150_000;
+const INLINE_STEPS: c_int = 150_000;
 
 /// How often SQLite calls the progress handler that counts a read's steps against its budget.
-const STEPS_PER_CHECK: u32 = 1_000;
+const STEPS_PER_CHECK: c_int = 1_000;
 
 /// Most write transactions one commit carries: bounds how long the first waits for the last.
 const MAX_BATCH: usize = 32;
@@ -118,7 +118,7 @@ impl Readers {
             let mut checks_left = INLINE_STEPS / STEPS_PER_CHECK;
             let flag = Arc::clone(&interrupted);
             conn.progress_handler(
-                c_int::try_from(STEPS_PER_CHECK).unwrap_or(c_int::MAX),
+                STEPS_PER_CHECK,
                 Some(move || {
                     checks_left = checks_left.saturating_sub(1);
                     if checks_left == 0 {
