@@ -636,6 +636,23 @@ fn count_query(query: &InvitationQuery, state: &EffectiveState, backend: Backend
     count
 }
 
+/// The two statements of a list as of `now`: its page, and its count. At most
+/// COUNT_LIMIT + 1 matches are counted, so a broad filter over a large table costs no more than
+/// a narrow one.
+fn list_statements(
+    query: &InvitationQuery,
+    backend: Backend,
+    now: Timestamp,
+) -> (SqlBuilder, SqlBuilder) {
+    let state = EffectiveState::for_list(query, backend, now);
+    let from_index =
+        backend == Backend::Postgres && state.conditions == StateConditions::ByStateIndex;
+    (
+        page_query(query, &state, backend, from_index),
+        count_query(query, &state, backend),
+    )
+}
+
 #[async_trait]
 impl InvitationRepository for SqlInvitations {
     async fn insert(&self, i: &Invitation, email: &OutboxMessage) -> Result<(), StoreError> {
@@ -695,17 +712,7 @@ impl InvitationRepository for SqlInvitations {
         query: &InvitationQuery,
     ) -> Result<(Vec<Invitation>, Option<i64>), StoreError> {
         let now = Timestamp::now();
-        let backend = self.db.backend;
-        let state = EffectiveState::for_list(query, backend, now);
-        let page = page_query(
-            query,
-            &state,
-            backend,
-            backend == Backend::Postgres && state.conditions == StateConditions::ByStateIndex,
-        );
-        // At most COUNT_LIMIT + 1 matches are visited, so a broad filter over a large table
-        // costs no more than a narrow one.
-        let count = count_query(query, &state, backend);
+        let (page, count) = list_statements(query, self.db.backend, now);
         // When the page is not full it tells the count itself: SQLite then skips the count,
         // and PostgreSQL's answer (run beside the page) goes unused.
         let (items, counted) = self
@@ -1018,5 +1025,59 @@ mod tests {
             "{count}"
         );
         assert!(count.ends_with(") AS reach2) capped"), "{count}");
+    }
+
+    /// scripts/bench.sh runs PostgreSQL alone (pgbench) on the statements of the lists it
+    /// measures, to show what the database itself allows at that load. Those files must be
+    /// what a list sends: customer 1's or a staff member's `eq(state,sent)`, first page of 100,
+    /// each parameter a pgbench variable.
+    #[test]
+    fn the_benchmarks_pgbench_lists_are_the_statements_a_list_sends() {
+        let resources = [
+            "/banking/accounts/acct-000001",
+            "/banking/accounts/acct-000002",
+            "/banking/organizations/org-0001",
+        ];
+        let now = Timestamp::from_millis(5);
+        let variable = |param: &Param| match param {
+            Param::Int(5) => "now".to_owned(),
+            Param::Int(0) => "start".to_owned(),
+            // The page's size, and each reach's share of it (start + limit).
+            Param::Int(100) => "limit".to_owned(),
+            Param::Int(n) if *n == COUNT_LIMIT + 1 => "count_cap".to_owned(),
+            Param::Text(text) if text == "cust-000001" => "customer".to_owned(),
+            Param::Text(text) => match resources.iter().position(|r| r == text) {
+                Some(n) => format!("resource{}", n + 1),
+                None => panic!("no pgbench variable for {text}"),
+            },
+            other => panic!("no pgbench variable for {other:?}"),
+        };
+        let pgbench = |visibility| {
+            let mut list = query(visibility, vec![], Some("eq(state,sent)"));
+            list.limit = 100;
+            let (page, count) = list_statements(&list, Backend::Postgres, now);
+            [page, count]
+                .iter()
+                .map(|statement| {
+                    // From the last parameter down, so that $1 does not take the start of $12.
+                    let mut sql = statement.sql().to_owned();
+                    for (n, param) in statement.params().iter().enumerate().rev() {
+                        sql = sql.replace(&format!("${}", n + 1), &format!(":{}", variable(param)));
+                    }
+                    sql + ";\n"
+                })
+                .collect::<String>()
+        };
+        assert_eq!(
+            pgbench(Visibility::All),
+            include_str!("../../scripts/bench/pgbench/list-invitations-staff.sql")
+        );
+        assert_eq!(
+            pgbench(Visibility::Customer {
+                customer_id: "cust-000001".into(),
+                resources: resources.map(String::from).to_vec(),
+            }),
+            include_str!("../../scripts/bench/pgbench/list-invitations-customer.sql")
+        );
     }
 }
