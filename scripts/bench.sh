@@ -363,9 +363,14 @@ awk -v other_sched="$OTHER_SCHED" -v limit="$LIST_LIMIT" -v clients="$CONNECTION
       if (field("beyond_pool") + 0 > 0) notes = notes field("beyond_pool") " requests repeated an id (seeded ids used up); "
       if (op == "list-connections") notes = notes "state=active, limit=" limit "; "
       if (op ~ /-c1$/) notes = notes "wrk -t1 -c1: one request at a time; "
-      if (op == "pgbench-select-1") notes = notes "PostgreSQL alone (pgbench -M prepared, same clients; no HTTP, no tandem): SELECT 1; "
-      if (op == "pgbench-get-invitation") notes = notes "PostgreSQL alone (pgbench -M prepared, same clients; no HTTP, no tandem): the get-invitation'"'"'s statement; "
-      if (op ~ /^pgbench-list-invitations-/) notes = notes "PostgreSQL alone (pgbench -M prepared, same clients; no HTTP, no tandem): the " substr(op, 26) " list'"'"'s two statements (page and count); "
+      if (op ~ /^pgbench-/) notes = notes "PostgreSQL alone (pgbench -M prepared, same clients; no HTTP, no tandem): "
+      if (op == "pgbench-select-1") notes = notes "SELECT 1; "
+      if (op == "pgbench-get-invitation") notes = notes "the get-invitation'"'"'s statement; "
+      if (op ~ /^pgbench-list-invitations-/) {
+        list = op
+        sub(/^pgbench-list-invitations-/, "", list)
+        notes = notes "the " list " list'"'"'s two statements (page and count); "
+      }
       if (field("mean_ms") != "") notes = notes "mean latency " sprintf("%.2f", field("mean_ms")) " ms; "
       if (op ~ /-paced$/) notes = notes paced " clients, each pausing " pause " ms after every answer; "
       if (op ~ /-grown$/) notes = notes "after create-invitation, whose invitations are all customer 1'"'"'s; "
