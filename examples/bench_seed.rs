@@ -358,32 +358,31 @@ async fn seed_connections(
     Ok(seeded)
 }
 
-/// Entitlements: customer `n` owns account `n`, is joint holder of account `n + 1` (so every
-/// account has two holders), and signs for organization `n mod 1000`.
+/// The organization customer `n` signs for: one in 1000, each with several signers.
+fn organization_of(n: usize) -> String {
+    organization_uri((n - 1) % ORGANIZATIONS + 1)
+}
+
+/// What customer `n` holds: account `n` as owner, account `n + 1` as joint holder (so every
+/// account has two holders), and their organization as signer.
+fn entitlements_of(n: usize, customers: usize) -> [(String, &'static str); 3] {
+    [
+        (account_uri(n), "owner"),
+        (account_uri(n % customers + 1), "joint"),
+        (organization_of(n), "signer"),
+    ]
+}
+
 async fn seed_entitlements(db: &Db, customers: usize) -> anyhow::Result<usize> {
     let rows = (1..=customers).flat_map(|n| {
-        let joint = n % customers + 1;
-        let organization = (n - 1) % ORGANIZATIONS + 1;
-        [
+        entitlements_of(n, customers).map(|(resource, role)| {
             vec![
                 customer_id(n).into(),
-                account_uri(n).into(),
-                "owner".into(),
+                resource.into(),
+                role.into(),
                 0.into(),
-            ],
-            vec![
-                customer_id(n).into(),
-                account_uri(joint).into(),
-                "joint".into(),
-                0.into(),
-            ],
-            vec![
-                customer_id(n).into(),
-                organization_uri(organization).into(),
-                "signer".into(),
-                0.into(),
-            ],
-        ]
+            ]
+        })
     });
     bulk_insert(
         db,
@@ -475,7 +474,7 @@ async fn seed_invitations(
                     (
                         InvitationType::AuthorizedSigner,
                         None,
-                        Some(organization_uri((n - 1) % ORGANIZATIONS + 1)),
+                        Some(organization_of(n)),
                         Some("signer"),
                         customer_username(n),
                         customer_id(n),
@@ -735,6 +734,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|(id, _, _)| id.clone())
         .collect();
     write_ids(&args.out, "invitations-of-customer-1.txt", &owned)?;
+    // bench.sh binds these to the customer list's statements when it runs them in pgbench.
+    let held = entitlements_of(1, args.customers).map(|(resource, _)| resource);
+    write_ids(&args.out, "resources-of-customer-1.txt", &held)?;
     eprintln!(
         "wrote id lists to {} in {:.1}s overall",
         args.out.display(),

@@ -144,11 +144,18 @@ run_pgbench() {
   awk '{ print NR "\t" $1 }' "$ids/invitations-of-customer-1.txt" |
     psql "$url" -q -v ON_ERROR_STOP=1 -c "\\copy bench_probe_ids FROM STDIN"
   count=$(wc -l <"$ids/invitations-of-customer-1.txt")
-  # The statements' parameters: customer 1 holds accounts 1 and 2 and organization 1 (see
-  # examples/bench_seed.rs); the lists' first page of 100 and their count's cap.
+  # The statements' parameters: the three resources customer 1 holds, as the seed wrote them;
+  # the lists' first page of 100 and their count's cap.
+  local resources
+  mapfile -t resources <"$ids/resources-of-customer-1.txt"
+  if [[ ${#resources[@]} -ne 3 ]]; then
+    echo "the customer list's statements take 3 resources; the seed gave customer 1" \
+      "${#resources[@]} ($ids/resources-of-customer-1.txt)" >&2
+    return 1
+  fi
   local variables=(-D probe_ids="$count" -D now="$(date +%s%3N)" -D start=0 -D limit=100
-    -D count_cap=1001 -D customer=cust-000001 -D resource1=/banking/accounts/acct-000001
-    -D resource2=/banking/accounts/acct-000002 -D resource3=/banking/organizations/org-0001)
+    -D count_cap=1001 -D customer=cust-000001 -D resource1="${resources[0]}"
+    -D resource2="${resources[1]}" -D resource3="${resources[2]}")
   for op in select-1 get-invitation list-invitations-customer list-invitations-staff; do
     output=$(with_policy "$WRK_SCHED" pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" \
       -T "$seconds" "${variables[@]}" -f "$ROOT/scripts/bench/pgbench/$op.sql" "$url" 2>&1) || {
