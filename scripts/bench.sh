@@ -43,6 +43,8 @@ PACED_PAUSE_MS=${BENCH_PACED_PAUSE_MS:-40}
 PG_ADMIN_URL=${BENCH_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_DATABASE=${BENCH_PG_DATABASE:-tandem_bench}
 SECRET="benchmark shared secret"
+# The customer whose requests and statements the benchmark sends (customer 1 of bench_seed).
+CUSTOMER_ID=cust-000001
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${BENCH_WORK:-$(mktemp -d -t tandem-bench.XXXXXX)}
@@ -154,7 +156,7 @@ run_pgbench() {
     return 1
   fi
   local variables=(-D probe_ids="$count" -D now="$(date +%s%3N)" -D start=0 -D limit=100
-    -D count_cap=1001 -D customer=cust-000001 -D resource1="${resources[0]}"
+    -D count_cap=1001 -D customer="$CUSTOMER_ID" -D resource1="${resources[0]}"
     -D resource2="${resources[1]}" -D resource3="${resources[2]}")
   for op in select-1 get-invitation list-invitations-customer list-invitations-staff; do
     output=$(with_policy "$WRK_SCHED" pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" \
@@ -255,7 +257,7 @@ EOF
     "$TANDEM" dev-credentials --config "$dir/tandem.toml" --data-dir "$dir/data" "$@"
   }
   admin=$(credentials --admin)
-  customer=$(credentials --sub cust-000001 --username customer000001)
+  customer=$(credentials --sub "$CUSTOMER_ID" --username customer000001)
   export BENCH_API_KEY BENCH_ADMIN_TOKEN BENCH_CUSTOMER_TOKEN BENCH_IDS BENCH_SECRET \
     BENCH_LIST_LIMIT BENCH_RUN_ID
   BENCH_API_KEY=$(sed -n 's/^API-Key: //p' <<<"$admin")
