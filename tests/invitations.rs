@@ -1401,6 +1401,47 @@ async fn delete_answers_204_then_404(backend: Backend) {
     assert_error(res, 404, "notFound").await;
 }
 
+/// `If-Match` on a delete holds for the row deleted: a delete on a tag that a concurrent change
+/// has just made old is refused, so a change and a delete made on the same tag never both land.
+async fn a_delete_on_an_old_tag_never_follows_a_concurrent_change(backend: Backend) {
+    let app = spawn(backend).await;
+    let alice = app.customer(ALICE);
+    for round in 0..40 {
+        let (created, etag) = create(&app, &format!("race{round}@example.com")).await;
+        let path = format!("{COLLECTION}/{}", id_of(&created));
+        let patch = app
+            .with(&alice, Method::PATCH, &path)
+            .header("If-Match", &etag)
+            .json(&json!({"sharedSecret": "purple parrot pie"}))
+            .send();
+        let delete = app
+            .with(&alice, Method::DELETE, &path)
+            .header("If-Match", &etag)
+            .send();
+        let (patched, deleted) = tokio::join!(patch, delete);
+        let (patched, deleted) = (patched.unwrap().status(), deleted.unwrap().status());
+        match (patched.as_u16(), deleted.as_u16()) {
+            (200, 412) | (404, 204) => {}
+            other => panic!("round {round}: PATCH and DELETE on one tag answered {other:?}"),
+        }
+    }
+    // The tag of an invitation whose expiry is derived on read deletes it too.
+    let (created, _) = create(&app, "expired@example.com").await;
+    let id = id_of(&created);
+    set_expiry(&app, &id, 1).await;
+    let path = format!("{COLLECTION}/{id}");
+    let res = app.with(&alice, Method::GET, &path).send().await.unwrap();
+    let expired_tag = res.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(json(res).await["state"], "expired");
+    let res = app
+        .with(&alice, Method::DELETE, &path)
+        .header("If-Match", &expired_tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+}
+
 async fn patch_changes_the_secret_while_sent(backend: Backend) {
     let app = spawn_with(backend, trusting_proxies).await;
     let alice = app.customer(ALICE);
@@ -2034,6 +2075,7 @@ on_both_backends!(
     resend_queues_a_new_email_up_to_the_limit,
     complete_is_for_staff_from_accepted_only,
     delete_answers_204_then_404,
+    a_delete_on_an_old_tag_never_follows_a_concurrent_change,
     patch_changes_the_secret_while_sent,
     verify_counts_attempts_and_accepts_once,
     verify_refuses_revoked_expired_and_locked_invitations,

@@ -106,6 +106,9 @@ pub enum Effect {
     Save,
     /// Save and queue this email in the same transaction.
     SaveAndSend(OutboxMessage),
+    /// Delete the row, in the transaction that checked it (so a condition such as `If-Match`
+    /// holds for the row deleted, not for an earlier read).
+    Delete,
 }
 
 /// A change applied to the invitation as it is when locked; returns what to write.
@@ -134,7 +137,6 @@ pub trait InvitationRepository: Send + Sync {
         id: &ResourceId,
         change: Change<'_>,
     ) -> Result<Option<Invitation>, StoreError>;
-    async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError>;
     /// Persists the expiry of every `sent` invitation past its time; returns how many.
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
 }
@@ -756,6 +758,15 @@ impl InvitationRepository for SqlInvitations {
         let mut invitation = stored.as_of(Timestamp::now());
         let email = match change(&mut invitation) {
             Effect::None => return Ok(Some(invitation)),
+            Effect::Delete => {
+                tx.execute(SqlBuilder::fixed(
+                    "DELETE FROM invitations WHERE id = $1",
+                    params![id.as_str()],
+                ))
+                .await?;
+                tx.commit().await?;
+                return Ok(Some(invitation));
+            }
             Effect::Save => None,
             Effect::SaveAndSend(message) => Some(message),
         };
@@ -780,17 +791,6 @@ impl InvitationRepository for SqlInvitations {
         }
         tx.commit().await?;
         Ok(Some(invitation))
-    }
-
-    async fn delete(&self, id: &ResourceId) -> Result<bool, StoreError> {
-        let deleted = self
-            .db
-            .execute(SqlBuilder::fixed(
-                "DELETE FROM invitations WHERE id = $1",
-                params![id.as_str()],
-            ))
-            .await?;
-        Ok(deleted > 0)
     }
 
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StoreError> {

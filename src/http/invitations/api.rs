@@ -866,17 +866,11 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     require_scope(&caller, Scope::Delete)?;
     let id = path_id(ID_PARAM, &id)?;
-    let ctx = &state.invitations;
-    let (inv, access) = ctx.visible(&caller, &id).await?;
-    may_act(access)?;
-    if if_match.is_some_and(|c| !c.matches_strongly(&inv.etag())) {
-        return Err(ApiError::precondition_failed());
-    }
-    if ctx.repo.delete(&id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found(&id))
-    }
+    apply(&state.invitations, &caller, &id, if_match.as_ref(), |_| {
+        Ok(Effect::Delete)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Why a change did not happen.
@@ -885,14 +879,27 @@ enum Stopped {
     Refused(Refusal),
 }
 
-/// Applies an inviter's or staff member's change to a visible invitation, with `If-Match`.
+/// Applies an inviter's or staff member's change to a visible invitation and answers with it.
 async fn change(
     ctx: &InvitationsContext,
     caller: &Caller,
     id: &ResourceId,
     if_match: Option<&Condition>,
-    apply: impl Fn(&mut Invitation) -> Result<Effect, Refusal> + Send + Sync,
+    change: impl Fn(&mut Invitation) -> Result<Effect, Refusal> + Send + Sync,
 ) -> Result<Response, ApiError> {
+    let (changed, access) = apply(ctx, caller, id, if_match, change).await?;
+    ctx.response(StatusCode::OK, &changed, access)
+}
+
+/// Applies an inviter's or staff member's change to a visible invitation, with `If-Match`
+/// checked against the row as locked for the change.
+async fn apply(
+    ctx: &InvitationsContext,
+    caller: &Caller,
+    id: &ResourceId,
+    if_match: Option<&Condition>,
+    apply: impl Fn(&mut Invitation) -> Result<Effect, Refusal> + Send + Sync,
+) -> Result<(Invitation, Access), ApiError> {
     let (_, access) = ctx.visible(caller, id).await?;
     may_act(access)?;
     let mut stopped = None;
@@ -913,7 +920,7 @@ async fn change(
     match stopped {
         Some(Stopped::Precondition) => Err(ApiError::precondition_failed()),
         Some(Stopped::Refused(refusal)) => Err(refusal_error(refusal)),
-        None => ctx.response(StatusCode::OK, &changed, access),
+        None => Ok((changed, access)),
     }
 }
 
