@@ -85,7 +85,7 @@ TOML
 "$tandem" serve --config "$data/tandem.toml" --data-dir "$data" --addr "$addr" >"$data/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
-  if curl -sf -o /dev/null "http://$addr/bankingAdmin/apiDoc"; then break; fi
+  if curl -sf -o /dev/null "http://$addr/health"; then break; fi
   if ! kill -0 "$server_pid" 2>/dev/null; then cat "$data/server.log" >&2; exit 1; fi
   sleep 0.1
 done

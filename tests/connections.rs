@@ -82,6 +82,44 @@ async fn create_answers_201_with_location_etag_and_pending_state(backend: Backen
 }
 
 /// The wire shapes, pinned: any change to a representation shows up as a snapshot diff.
+/// `createdBy`/`updatedBy` keep to the seed's `userAccountReference`: a username of 5 to 20
+/// characters and names of at most 56, whatever the staff member's token carries.
+async fn usernames_outside_the_seeds_lengths_are_fitted_in_responses(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (username, shown, audience) in [
+        ("ab", "ab___", "short-username-audience"),
+        (
+            "a-very-long-staff-username-28",
+            "a-very-long-staff-u…",
+            "long-username-audience",
+        ),
+    ] {
+        let staff = app.headers(&tandem::auth::dev::TokenRequest {
+            username: username.into(),
+            last_name: "L".repeat(60),
+            ..common::admin_token()
+        });
+        let res = app
+            .with(&staff, Method::POST, BASE)
+            .json(&new_connection(audience, "file"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let created = json(res).await;
+        let path = format!("{BASE}/{}", created["id"].as_str().unwrap());
+        let read = app.get_json(&staff, &path).await;
+        for body in [&created, &read] {
+            for who in ["createdBy", "updatedBy"] {
+                assert_eq!(body[who]["username"], shown, "{who}: {body}");
+                let last_name = body[who]["lastName"].as_str().unwrap();
+                assert_eq!(last_name.chars().count(), 56, "{who}: {body}");
+                assert!(last_name.ends_with('…'));
+            }
+        }
+    }
+}
+
 async fn representations_match_their_snapshots(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (created, _) = create(&app, "590c0c441f3241de9526").await;
@@ -770,11 +808,21 @@ async fn unknown_paths_and_methods_are_problems_too(backend: Backend) {
     assert_problem(res, 405, "methodNotAllowed").await;
 }
 
+/// The document is served to staff, as every `/bankingAdmin` operation is (the Invitations
+/// document likewise needs credentials).
 async fn the_admin_openapi_document_is_served(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let path = "/bankingAdmin/apiDoc";
+    let res = app.client.get(app.url(path)).send().await.unwrap();
+    assert_problem(res, 401, "unauthorized").await;
     let res = app
-        .client
-        .get(app.url("/bankingAdmin/apiDoc"))
+        .with(&app.customer("customer-1"), Method::GET, path)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 403, "forbidden").await;
+    let res = app
+        .with(&app.admin(), Method::GET, path)
         .send()
         .await
         .unwrap();
@@ -807,6 +855,7 @@ async fn the_admin_openapi_document_is_served(backend: Backend) {
 
 on_both_backends!(
     create_answers_201_with_location_etag_and_pending_state,
+    usernames_outside_the_seeds_lengths_are_fitted_in_responses,
     representations_match_their_snapshots,
     create_rejects_malformed_bodies_with_400_naming_the_field,
     create_rejects_other_media_types_and_oversized_bodies,

@@ -189,7 +189,8 @@ async fn unknown_path() -> ApiError {
     ApiError::from_status(StatusCode::NOT_FOUND)
 }
 
-async fn admin_api_doc() -> Response {
+/// Needs an administrative caller, like every other `/bankingAdmin` operation.
+async fn admin_api_doc(_admin: extract::AdminCaller) -> Response {
     let doc = openapi::AdminApi::openapi();
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
