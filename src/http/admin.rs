@@ -113,8 +113,11 @@ pub struct AudienceBody {
 #[schema(as = userAccountReference)]
 pub struct UserBody {
     pub id: String,
+    #[schema(max_length = 56)]
     pub first_name: String,
+    #[schema(max_length = 56)]
     pub last_name: String,
+    #[schema(min_length = 5, max_length = 20)]
     pub username: String,
 }
 
@@ -181,9 +184,9 @@ impl NewConnectionBody {
 fn user_body(u: &UserRef) -> UserBody {
     UserBody {
         id: u.id.clone(),
-        first_name: u.first_name.clone(),
-        last_name: u.last_name.clone(),
-        username: u.username.clone(),
+        first_name: u.shown_first_name(),
+        last_name: u.shown_last_name(),
+        username: u.shown_username(),
     }
 }
 
