@@ -44,7 +44,7 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         if config.mode == Mode::Dev || config.database.url.is_none() {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            crate::private_files::create_dir(&config.data_dir).with_context(|| {
                 format!("creating the data directory {}", config.data_dir.display())
             })?;
         }
@@ -196,7 +196,8 @@ fn invitations_context(
         (Some(key), _) => key.clone(),
         (None, Mode::Dev) => {
             let dir = config.data_dir.join("dev");
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::private_files::create_dir(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
             crate::auth::dev::read_or_generate(
                 &dir.join("invitation-secret-key"),
                 SecretBox::generate_key,

@@ -84,13 +84,16 @@ enum Command {
     },
     /// Print the SHA-256 digest to configure for an API key (read from standard input).
     HashApiKey,
-    /// Show the email waiting for delivery: attempts, next attempt, last error.
+    /// Show the email waiting for delivery and the email given up: attempts, last error.
     MailQueue {
         #[command(flatten)]
         common: Common,
-        /// How many of the oldest queued messages to list.
+        /// How many of the oldest queued messages, and of the latest failed ones, to list.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Queue every failed message again (after fixing the cause), as if new.
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Manage the local entitlements table (who holds which accounts and organizations).
     Entitlements {
@@ -248,7 +251,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", hex::encode(crate::auth::hash_api_key(key.trim())));
             Ok(())
         }
-        Command::MailQueue { common, limit } => {
+        Command::MailQueue {
+            common,
+            limit,
+            retry_failed,
+        } => {
             let config = load(&common, None)?;
             let db = Db::connect(
                 &config.database_url(),
@@ -256,9 +263,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 config.database.sqlite_synchronous,
             )
             .await?;
-            let report = crate::store::outbox::queued(&db, limit)
-                .await
-                .context("reading the email outbox");
+            let report = async {
+                if retry_failed {
+                    let queued = crate::store::outbox::retry_failed(&db)
+                        .await
+                        .context("queueing the failed email again")?;
+                    println!("{queued} failed email(s) queued again");
+                }
+                crate::store::outbox::queued(&db, limit)
+                    .await
+                    .context("reading the email outbox")
+            }
+            .await;
             db.close().await;
             print!("{}", crate::mail::queue_report(&report?));
             Ok(())
@@ -301,7 +317,7 @@ fn token_request(
 /// Opens the configured database (creating the data directory for SQLite) and migrates it.
 async fn open_database(config: &Config) -> anyhow::Result<Db> {
     if config.database.url.is_none() {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        crate::private_files::create_dir(&config.data_dir).with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
     }

@@ -120,6 +120,9 @@ pub struct AuthConfig {
     /// The token claim that holds the caller's core customer group, kept on the invitations
     /// they create as `customerGroup` (a string, or an integer given as its digits). Empty: none.
     pub customer_group_claim: String,
+    /// Production only: accept an `http://` OIDC discovery URL, whose answer (the issuer's
+    /// signing keys) anyone on the path could replace. Refused unless set.
+    pub allow_insecure_oidc_http: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -215,6 +218,7 @@ impl Default for AuthConfig {
             admin_claim: "scope".to_owned(),
             admin_value: "admin".to_owned(),
             customer_group_claim: "customer_group".to_owned(),
+            allow_insecure_oidc_http: false,
         }
     }
 }
@@ -531,6 +535,7 @@ impl Config {
                 if self.email.smtp.is_none() {
                     bail!("production mode needs an [email.smtp] relay (host, port, tls)");
                 }
+                self.refuse_insecure_transports()?;
             }
         }
         for key in &self.auth.api_keys {
@@ -567,6 +572,32 @@ impl Config {
         self.invitations.check(self.mode)?;
         self.sync.check(&self.providers)?;
         self.audience_source.check()?;
+        Ok(())
+    }
+
+    /// Production: no plain-text connection for token keys or email unless the setting that
+    /// allows it is set explicitly.
+    fn refuse_insecure_transports(&self) -> anyhow::Result<()> {
+        if let Some(oidc) = &self.auth.oidc
+            && !oidc.discovery_url.starts_with("https://")
+            && !self.auth.allow_insecure_oidc_http
+        {
+            bail!(
+                "auth.oidc.discovery_url {:?} is not https: in production the issuer's signing keys \
+                 must come over TLS (set auth.allow_insecure_oidc_http = true to accept it anyway)",
+                oidc.discovery_url
+            );
+        }
+        if let Some(smtp) = &self.email.smtp
+            && smtp.tls == SmtpTls::None
+            && !self.email.allow_insecure_smtp
+        {
+            bail!(
+                "email.smtp.tls = \"none\" sends invitations and the relay password unencrypted: \
+                 in production use \"starttls\" or \"tls\" (or set email.allow_insecure_smtp = true \
+                 for a relay on the same host)"
+            );
+        }
         Ok(())
     }
 
@@ -720,6 +751,13 @@ pub struct EmailConfig {
     /// Delivered messages (names, addresses, links) are deleted after this many days; 0 keeps
     /// them forever.
     pub retain_sent_days: u32,
+    /// Failed attempts after which a message is given up (a dead letter, kept for operators).
+    pub max_attempts: u32,
+    /// Failed attempts after which a message the relay refused for good (an SMTP 5xx reply), or
+    /// one that cannot be rendered or addressed, is given up.
+    pub max_refused_attempts: u32,
+    /// Production only: accept `smtp.tls = "none"` (a relay on the same host). Refused unless set.
+    pub allow_insecure_smtp: bool,
     pub smtp: Option<SmtpConfig>,
 }
 
@@ -765,6 +803,9 @@ impl Default for EmailConfig {
             retry_min_ms: 10_000,
             retry_max_ms: 3_600_000,
             retain_sent_days: 30,
+            max_attempts: 100,
+            max_refused_attempts: 3,
+            allow_insecure_smtp: false,
             smtp: None,
         }
     }
@@ -790,6 +831,9 @@ impl EmailConfig {
         }
         if self.retry_min_ms == 0 || self.retry_min_ms > self.retry_max_ms {
             bail!("email.retry_min_ms must be positive and at most email.retry_max_ms");
+        }
+        if self.max_refused_attempts == 0 || self.max_refused_attempts > self.max_attempts {
+            bail!("email.max_refused_attempts must be positive and at most email.max_attempts");
         }
         if let Some(smtp) = &self.smtp {
             if smtp.host.trim().is_empty() {
@@ -970,6 +1014,54 @@ mod tests {
         let err = Config::load(Some(&file), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("colour"), "{err:#}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn production_needs_tls_for_token_keys_and_email_unless_allowed() {
+        let mut c = Config {
+            mode: Mode::Production,
+            ..Config::default()
+        };
+        c.auth.oidc = Some(OidcConfig {
+            discovery_url: "http://idp.internal/.well-known/openid-configuration".into(),
+            audience: "tandem".into(),
+        });
+        c.auth.api_keys = vec![ApiKeyConfig {
+            name: "web".into(),
+            sha256: "ab".repeat(32),
+        }];
+        c.invitations.secret_key = Some(crate::domain::sealed::SecretBox::generate_key());
+        c.email.smtp = Some(SmtpConfig {
+            host: "localhost".into(),
+            port: None,
+            tls: SmtpTls::None,
+            username: None,
+            password: None,
+            timeout_secs: 30,
+        });
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("auth.allow_insecure_oidc_http"), "{err}");
+        c.auth.allow_insecure_oidc_http = true;
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("email.allow_insecure_smtp"), "{err}");
+        c.email.allow_insecure_smtp = true;
+        c.check().unwrap();
+        // Dev mode needs neither.
+        c.mode = Mode::Dev;
+        c.auth.allow_insecure_oidc_http = false;
+        c.email.allow_insecure_smtp = false;
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn refused_attempts_are_bounded_by_all_attempts() {
+        for (refused, all) in [(0, 10), (11, 10)] {
+            let mut c = Config::default();
+            c.email.max_refused_attempts = refused;
+            c.email.max_attempts = all;
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.contains("email.max_refused_attempts"), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod html;
 pub mod http;
 pub mod mail;
+pub mod private_files;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

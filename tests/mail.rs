@@ -73,12 +73,14 @@ struct OutboxRow {
     sent_at: Option<i64>,
     last_error: Option<String>,
     lease_owner: Option<String>,
-    next_attempt_at: i64,
+    /// Set once delivery is given up (a dead letter).
+    failed_at: Option<i64>,
 }
 
 async fn outbox(app: &TestApp) -> BTreeMap<String, OutboxRow> {
     sqlx::query(
-        "SELECT id, attempts, sent_at, last_error, lease_owner, next_attempt_at FROM email_outbox",
+        "SELECT id, attempts, sent_at, last_error, lease_owner, failed_at \
+         FROM email_outbox",
     )
     .fetch_all(&app.db.read)
     .await
@@ -92,7 +94,7 @@ async fn outbox(app: &TestApp) -> BTreeMap<String, OutboxRow> {
                 sent_at: r.get("sent_at"),
                 last_error: r.get("last_error"),
                 lease_owner: r.get("lease_owner"),
-                next_attempt_at: r.get("next_attempt_at"),
+                failed_at: r.get("failed_at"),
             },
         )
     })
@@ -273,10 +275,11 @@ async fn an_smtp_outage_delays_delivery_but_loses_and_duplicates_nothing(backend
     }
     // What `tandem mail-queue` shows operators meanwhile.
     let report = tandem::store::outbox::queued(&app.db, 3).await.unwrap();
-    assert_eq!((report.0, report.1.len()), (5, 3));
+    assert_eq!((report.waiting, report.oldest_waiting.len()), (5, 3));
+    assert_eq!(report.failed, 0, "a relay outage is retried, not given up");
     assert!(
         report
-            .1
+            .oldest_waiting
             .iter()
             .all(|m| m.attempts >= 2 && m.last_error.is_some())
     );
@@ -385,7 +388,9 @@ async fn dev_mode_writes_eml_files_with_the_same_content(backend: Backend) {
     }
 }
 
-async fn a_message_nobody_can_render_stays_queued_and_the_rest_flow(backend: Backend) {
+/// A message that cannot be rendered or addressed would fail the same way every time: it is
+/// given up after `max_refused_attempts` (3 by default), kept, and the rest flow meanwhile.
+async fn messages_nobody_can_render_or_address_are_given_up_and_the_rest_flow(backend: Backend) {
     let app = TestApp::spawn_with(backend, quick_email).await;
     let mut newsletter = invitation("reader@example.com", "en");
     newsletter.kind = "newsletter".into();
@@ -394,10 +399,13 @@ async fn a_message_nobody_can_render_stays_queued_and_the_rest_flow(backend: Bac
     broken.payload = json!({"invitationId": "x", "sharedSecret": SECRET});
     let invalid = enqueue_one(&app, &broken).await;
     let nowhere = enqueue_one(&app, &invitation("not an address", "en")).await;
-    wait_for(&app, "all three failed twice", |rows| {
-        [&unknown, &invalid, &nowhere]
-            .iter()
-            .all(|id| rows[*id].attempts >= 2)
+    // Queued before addresses were checked at create: a display name is not an address, and
+    // must never become `To: Evil <evil@example.org>`.
+    let named = enqueue_one(&app, &invitation("Evil<evil@example.org>", "en")).await;
+    let dotted = enqueue_one(&app, &invitation("a@example..com", "en")).await;
+    let given_up = [&unknown, &invalid, &nowhere, &named, &dotted];
+    wait_for(&app, "all five are given up", |rows| {
+        given_up.iter().all(|id| rows[*id].failed_at.is_some())
     })
     .await;
     let good = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
@@ -405,27 +413,117 @@ async fn a_message_nobody_can_render_stays_queued_and_the_rest_flow(backend: Bac
         rows[&good].sent_at.is_some()
     })
     .await;
+    // Given up means never tried again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let rows = outbox(&app).await;
-    let unknown = &rows[&unknown];
-    assert_eq!(unknown.sent_at, None);
-    let error = unknown.last_error.as_deref().unwrap();
-    assert!(error.contains("newsletter"), "{error}");
-    assert!(unknown.next_attempt_at > 0);
-    let invalid = &rows[&invalid];
-    assert_eq!(invalid.sent_at, None);
-    let error = invalid.last_error.as_deref().unwrap();
+    assert_eq!(rows.len(), 6, "nothing is deleted");
+    for id in given_up {
+        let row = &rows[id];
+        assert_eq!((row.attempts, row.sent_at), (3, None), "{id}: {row:?}");
+        assert_eq!(row.lease_owner, None);
+    }
+    let error = |id: &str| rows[id].last_error.clone().unwrap();
     assert!(
-        error.contains("acceptUrl") && !error.contains(SECRET),
-        "{error}"
+        error(&unknown).contains("newsletter"),
+        "{}",
+        error(&unknown)
     );
-    let nowhere = &rows[&nowhere];
-    assert_eq!(nowhere.sent_at, None);
-    let error = nowhere.last_error.as_deref().unwrap();
     assert!(
-        error.contains("recipient is not a valid email address"),
-        "{error}"
+        error(&invalid).contains("acceptUrl") && !error(&invalid).contains(SECRET),
+        "{}",
+        error(&invalid)
     );
+    for id in [&nowhere, &named, &dotted] {
+        assert!(
+            error(id).contains("recipient is not a valid email address"),
+            "{}",
+            error(id)
+        );
+    }
+    let files = std::fs::read_dir(app.config.data_dir.join("mail"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1, "only the good one was written");
+}
+
+/// A relay that refuses a recipient for good (550) is not asked again and again: the message
+/// is given up after `max_refused_attempts`, `tandem mail-queue` lists it without the address,
+/// and `--retry-failed` queues it again.
+async fn a_recipient_the_relay_refuses_is_given_up_and_listed(backend: Backend) {
+    let server = SmtpServer::refusing("bounce").await;
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.max_refused_attempts = 2;
+        c.email.smtp = Some(smtp_on(server.port));
+    })
+    .await;
+    let refused = enqueue_one(&app, &invitation("bounce@example.com", "en")).await;
+    let good = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
+    wait_for(
+        &app,
+        "the refused one is given up and the good one sent",
+        |rows| rows[&refused].failed_at.is_some() && rows[&good].sent_at.is_some(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let row = &outbox(&app).await[&refused];
+    assert_eq!((row.attempts, row.sent_at), (2, None), "{row:?}");
+    let error = row.last_error.as_deref().unwrap();
+    assert!(error.contains("550"), "{error}");
+    assert_eq!(server.received().len(), 1);
+
+    let report = tandem::store::outbox::queued(&app.db, 10).await.unwrap();
+    assert_eq!((report.waiting, report.failed), (0, 1));
+    assert_eq!(report.latest_failed[0].id, refused);
+    let text = tandem::mail::queue_report(&report);
+    assert!(
+        text.starts_with("0 email(s) waiting for delivery\n1 email(s) failed and given up"),
+        "{text}"
+    );
+    let line = text.lines().find(|l| l.starts_with(&refused)).unwrap();
+    assert!(line.contains("attempts 2  failed "), "{line}");
+    assert!(
+        line.contains("last error: ") && line.contains("550"),
+        "{line}"
+    );
+    assert!(!text.contains("bounce@"), "no recipients: {text}");
+    assert!(!text.contains(SECRET), "{text}");
+
+    // The operator queues it again (say, after the mailbox was created): tried afresh.
+    assert_eq!(
+        tandem::store::outbox::retry_failed(&app.db).await.unwrap(),
+        1
+    );
+    wait_for(&app, "it is tried again and given up again", |rows| {
+        rows[&refused].failed_at.is_some() && rows[&refused].attempts == 2
+    })
+    .await;
+    let refusals = server.received().len();
+    assert_eq!(refusals, 1, "the refused one never went out");
+}
+
+/// A relay that stays unreachable is retried with backoff, but not forever: after
+/// `max_attempts` the message is given up.
+async fn a_message_failing_past_max_attempts_is_given_up(backend: Backend) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.max_attempts = 4;
+        c.email.smtp = Some(smtp_on(port));
+    })
+    .await;
+    let id = enqueue_one(&app, &invitation("ana@example.com", "en")).await;
+    wait_for(&app, "it is given up", |rows| rows[&id].failed_at.is_some()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let row = &outbox(&app).await[&id];
+    assert_eq!((row.attempts, row.sent_at), (4, None), "{row:?}");
+    let error = row.last_error.as_deref().unwrap();
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
 }
 
 async fn a_crashed_instances_lease_is_taken_over_when_it_expires(backend: Backend) {
@@ -573,6 +671,8 @@ async fn relay_credentials_are_used_and_never_recorded(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         quick_email(c);
         several_instances(c);
+        // 535 is a permanent reply: keep trying until the operator's fix below, not give up.
+        c.email.max_refused_attempts = c.email.max_attempts;
         c.email.smtp = Some(wrong);
     })
     .await;
@@ -597,12 +697,171 @@ async fn relay_credentials_are_used_and_never_recorded(backend: Backend) {
     assert_invitation(&received[0].data, "ana@example.com", &id);
 }
 
+/// Addresses delivery could not parse are refused at create, naming the field, so they never
+/// reach the outbox; a bare address is accepted and delivered to exactly that address.
+async fn addresses_the_mailer_cannot_parse_are_refused_at_create(backend: Backend) {
+    let server = SmtpServer::bind(0).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        quick_email(c);
+        c.email.smtp = Some(smtp_on(server.port));
+    })
+    .await;
+    let create = |email: &str| {
+        app.as_admin(reqwest::Method::POST, "/invitations/invitations")
+            .json(&json!({
+                "sharedSecret": SECRET,
+                "type": "productPromotion",
+                "inviterFullName": "Example Bank",
+                "emailAddress": email,
+            }))
+            .send()
+    };
+    for bad in [
+        "a\"b@x.com",
+        "a@example..com",
+        ".a@x.com",
+        "Evil<evil@example.org>",
+        "Evil <evil@example.org>",
+        "a..b@x.com",
+    ] {
+        let res = create(bad).await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+        let body = common::json(res).await;
+        assert_eq!(body["_error"]["type"], "invalidValue", "{bad}: {body}");
+        let message = body["_error"]["message"].as_str().unwrap();
+        assert!(message.contains("emailAddress"), "{bad}: {message}");
+    }
+    assert!(outbox(&app).await.is_empty(), "nothing was queued");
+
+    let res = create("ana.o'neil+bank@example.com").await.unwrap();
+    assert_eq!(res.status(), 201);
+    wait_until_all_sent(&app, 1).await;
+    let received = server.received();
+    assert_eq!(received[0].to, ["ana.o'neil+bank@example.com"]);
+}
+
+/// The data directory and what tandem writes in it (the SQLite database with its `-wal` and
+/// `-shm`, the dev keys, the `.eml` files) are for the service's user only, whatever the umask.
+async fn the_data_directory_and_its_files_are_the_owners_only(backend: Backend) {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn_with(backend, quick_email).await;
+    enqueue_one(&app, &invitation("ana@example.com", "en")).await;
+    wait_until_all_sent(&app, 1).await;
+    let mode = |path: &std::path::Path| {
+        let metadata =
+            std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        metadata.permissions().mode() & 0o777
+    };
+    let data = &app.config.data_dir;
+    for dir in [data.clone(), data.join("dev"), data.join("mail")] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    let mut files = vec![
+        data.join("dev/api-key"),
+        data.join("dev/signing-key"),
+        data.join("dev/invitation-secret-key"),
+    ];
+    files.extend(
+        std::fs::read_dir(data.join("mail"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
+    if backend == Backend::Sqlite {
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            files.push(data.join(format!("tandem.sqlite3{suffix}")));
+        }
+    }
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "eml"))
+    );
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
+/// Production refuses an `http://` OIDC discovery URL and an unencrypted relay, in
+/// `check-config` and `serve` alike, naming the setting; the `allow_insecure_*` settings accept
+/// them explicitly.
+#[test]
+fn production_refuses_plain_text_token_keys_and_relays_unless_allowed() {
+    let dir = std::env::temp_dir().join(format!("tandem-insecure-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tandem.toml");
+    let write = |auth: &str, email: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\n\
+                 [auth]\n{auth}\n\
+                 [auth.oidc]\ndiscovery_url = \"http://127.0.0.1:9/.well-known/openid-configuration\"\naudience = \"tandem\"\n\
+                 [[auth.api_keys]]\nname = \"web\"\nsha256 = \"{key}\"\n\
+                 [invitations]\nsecret_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n\
+                 [email]\n{email}\n\
+                 [email.smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n",
+                data = dir.join("data"),
+                key = "ab".repeat(32),
+            ),
+        )
+        .unwrap();
+    };
+    let run = |command: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args([command, "--config"])
+            .arg(&file)
+            .env_remove("TANDEM_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    write("", "");
+    for command in ["check-config", "serve"] {
+        let (ok, _, stderr) = run(command);
+        assert!(!ok, "{command}");
+        assert!(
+            stderr.contains("auth.oidc.discovery_url")
+                && stderr.contains("allow_insecure_oidc_http"),
+            "{command}: {stderr}"
+        );
+    }
+    write("allow_insecure_oidc_http = true", "");
+    for command in ["check-config", "serve"] {
+        let (ok, _, stderr) = run(command);
+        assert!(!ok, "{command}");
+        assert!(
+            stderr.contains("email.smtp.tls") && stderr.contains("allow_insecure_smtp"),
+            "{command}: {stderr}"
+        );
+    }
+    write(
+        "allow_insecure_oidc_http = true",
+        "allow_insecure_smtp = true",
+    );
+    let (ok, stdout, stderr) = run("check-config");
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("configuration is valid (Production mode)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("allow_insecure_smtp = true"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 on_both_backends!(
+    addresses_the_mailer_cannot_parse_are_refused_at_create,
+    the_data_directory_and_its_files_are_the_owners_only,
     an_smtp_relay_receives_the_rendered_invitation,
     an_smtp_outage_delays_delivery_but_loses_and_duplicates_nothing,
     several_instances_share_the_queue_and_send_each_message_once,
     dev_mode_writes_eml_files_with_the_same_content,
-    a_message_nobody_can_render_stays_queued_and_the_rest_flow,
+    messages_nobody_can_render_or_address_are_given_up_and_the_rest_flow,
+    a_recipient_the_relay_refuses_is_given_up_and_listed,
+    a_message_failing_past_max_attempts_is_given_up,
     a_crashed_instances_lease_is_taken_over_when_it_expires,
     an_enqueue_wakes_the_worker_before_its_next_poll,
     one_wake_up_sends_a_backlog_of_many_batches,

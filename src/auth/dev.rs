@@ -36,7 +36,8 @@ impl DevCredentials {
     /// Reads the credentials, generating them on first use.
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
         let dir = dev_dir(data_dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::private_files::create_dir(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         let api_key = read_or_generate(&dir.join("api-key"), || {
             format!("tandem-dev-{}", random_token(24))
         })?;
@@ -123,16 +124,12 @@ fn write_private_once(path: &Path, contents: &str) -> anyhow::Result<bool> {
         .with_context(|| format!("{} is not a file path", path.display()))?
         .to_string_lossy();
     let temporary = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let written = options
+    let written = crate::private_files::options()
+        .write(true)
+        .create_new(true)
         .open(&temporary)
         .and_then(|mut file| {
+            crate::private_files::restrict(&file)?;
             file.write_all(contents.as_bytes())?;
             file.sync_all()
         })

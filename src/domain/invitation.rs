@@ -266,18 +266,19 @@ impl SharedSecret {
     }
 }
 
-/// An email address: one `@`, a non-empty local part, a domain with a dot, no spaces, at most
-/// 254 characters. Deliverability is the mail server's business.
+/// A bare email address, as the mailer parses it at delivery (lettre's `Address`: no display
+/// name, no angle brackets, no empty or dotted-out parts), so that nothing accepted here fails
+/// to parse when it is sent. Besides: one `@`, a domain name with a dot (no IP literal), no
+/// spaces, at most 254 characters. Whether the mailbox exists is the mail server's business.
 pub fn parse_email(field: &str, value: &str) -> Result<String, ValidationError> {
     check_text(field, value, 3, 254)?;
     let valid = match value.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.contains('@')
+        Some((_, domain)) => {
+            !domain.contains('@')
                 && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
+                && !domain.starts_with('[')
                 && !value.chars().any(char::is_whitespace)
+                && value.parse::<lettre::Address>().is_ok()
         }
         None => false,
     };
@@ -644,12 +645,67 @@ mod tests {
         assert_eq!(negotiate_locale(Some("es;q=0")), "en");
     }
 
+    #[test]
+    fn email_addresses_are_bare_addresses_the_mailer_can_parse() {
+        for good in [
+            "ana@example.com",
+            "ana.nunez+invite@mail.example.co.uk",
+            "o'neil@example.org",
+            "x@sub-domain.example",
+        ] {
+            assert_eq!(parse_email("emailAddress", good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "a\"b@x.com",
+            "a@example..com",
+            ".a@x.com",
+            "a.@x.com",
+            "a..b@x.com",
+            "Evil<evil@example.org>",
+            "Evil <evil@example.org>",
+            "<evil@example.org>",
+            "a@-x.com",
+            "a@x.com.",
+            "a@[127.0.0.1]",
+            "a@localhost",
+            "a b@x.com",
+            "a@b@x.com",
+            "@x.com",
+            "a@",
+        ] {
+            let err = parse_email("emailAddress", bad).unwrap_err();
+            assert_eq!(err.field, "emailAddress", "{bad}");
+        }
+    }
+
     proptest! {
         #[test]
         fn email_parser_never_panics_and_rejects_spaces(s in "\\PC{0,80}") {
             if let Ok(e) = parse_email("emailAddress", &s) {
                 prop_assert!(!e.contains(' '));
                 prop_assert!(e.contains('@'));
+            }
+        }
+
+        /// Whatever is accepted at create builds a message at delivery, to that bare address.
+        #[test]
+        fn accepted_addresses_build_a_message(
+            local in "[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~\"<>()\\[\\]-]{1,20}",
+            domain in "[a-zA-Z0-9.-]{1,20}",
+        ) {
+            let address = format!("{local}@{domain}");
+            if let Ok(accepted) = parse_email("emailAddress", &address) {
+                let from: lettre::message::Mailbox = "Bank <no-reply@bank.example>".parse().unwrap();
+                let rendered = crate::mail::templates::RenderedEmail {
+                    subject: "s".into(),
+                    text: "t".into(),
+                    html: "h".into(),
+                };
+                let message = crate::mail::message::build("id", &from, &accepted, rendered);
+                prop_assert!(message.is_ok(), "{accepted}: {:?}", message.err());
+                let to = message.unwrap().envelope().to().to_vec();
+                prop_assert_eq!(to.len(), 1);
+                prop_assert_eq!(to[0].to_string(), accepted);
             }
         }
     }

@@ -2,9 +2,11 @@
 //!
 //! Each round claims due messages with a lease, renders and sends them concurrently, and records
 //! the outcome: `sent_at` on success; on failure one more attempt, the error, and a later
-//! `next_attempt_at` (exponential backoff with jitter, capped). Nothing is ever dropped: a
-//! message stays queued until it is delivered. Leases let several instances share the queue,
-//! and let a surviving one take over what a crashed one had claimed.
+//! `next_attempt_at` (exponential backoff with jitter, capped). A message refused for good (SMTP
+//! 5xx, or one that cannot be rendered or addressed) becomes a dead letter (`failed_at`) after
+//! `email.max_refused_attempts`, and any message after `email.max_attempts`; dead letters are
+//! kept, never deleted. Leases let several instances share the queue, and let a surviving one
+//! take over what a crashed one had claimed.
 
 use super::backoff::retry_delay;
 use super::mailer::Mailer;
@@ -12,7 +14,7 @@ use super::message;
 use super::templates::Templates;
 use crate::config::EmailConfig;
 use crate::domain::time::Timestamp;
-use crate::store::outbox::{ClaimedMessage, DeliveryQueue};
+use crate::store::outbox::{AfterFailure, ClaimedMessage, DeliveryQueue};
 use anyhow::Context;
 use lettre::message::Mailbox;
 use std::sync::Arc;
@@ -28,6 +30,34 @@ pub struct MailWaker(Arc<Notify>);
 impl MailWaker {
     pub fn wake(&self) {
         self.0.notify_one();
+    }
+}
+
+/// A failed attempt, and whether trying again could ever succeed.
+struct Failure {
+    error: anyhow::Error,
+    /// The same attempt would fail the same way: the relay refused the message for good (an
+    /// SMTP 5xx reply), or it cannot be rendered or addressed.
+    refused: bool,
+}
+
+impl Failure {
+    fn refused(error: anyhow::Error) -> Self {
+        Self {
+            error,
+            refused: true,
+        }
+    }
+
+    /// A mailer's error is a refusal when the relay answered with a permanent (5xx) reply;
+    /// anything else (no connection, a timeout, a 4xx reply, a full disk) may pass.
+    fn from_mailer(error: anyhow::Error) -> Self {
+        let refused = error.chain().any(|cause| {
+            cause
+                .downcast_ref::<lettre::transport::smtp::Error>()
+                .is_some_and(lettre::transport::smtp::Error::is_permanent)
+        });
+        Self { error, refused }
     }
 }
 
@@ -187,32 +217,49 @@ impl DeliveryWorker {
         // send a second copy.
         let outcome = match tokio::time::timeout(self.lease() / 2, self.send(&message)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(anyhow::anyhow!(
+            Err(_) => Err(Failure::from_mailer(anyhow::anyhow!(
                 "sending took longer than half the lease ({} s)",
                 self.settings.lease_secs / 2
-            )),
+            ))),
         };
         let sent_at = Timestamp::now();
-        let failure = outcome.err().map(|err| {
+        let failure = outcome.err().map(|failure| {
             let failures = u32::try_from(message.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+            let error: String = describe(&failure.error)
+                .chars()
+                .take(MAX_ERROR_CHARS)
+                .collect();
+            let give_up = failures >= self.settings.max_attempts
+                || (failure.refused && failures >= self.settings.max_refused_attempts);
+            if give_up {
+                tracing::error!(
+                    message_id = %message.id,
+                    kind = %message.kind,
+                    attempts = failures,
+                    refused = failure.refused,
+                    error = %error,
+                    "email not sent; given up (see tandem mail-queue)"
+                );
+                return (error, AfterFailure::GiveUp(Timestamp::now()));
+            }
             let delay = retry_delay(
                 failures,
                 Duration::from_millis(self.settings.retry_min_ms),
                 Duration::from_millis(self.settings.retry_max_ms),
                 rand::random::<f64>(),
             );
-            let error: String = describe(&err).chars().take(MAX_ERROR_CHARS).collect();
             tracing::warn!(
                 message_id = %message.id,
                 kind = %message.kind,
                 attempts = failures,
+                refused = failure.refused,
                 retry_in_ms = delay.as_millis() as u64,
                 error = %error,
                 "email not sent; will retry"
             );
             (
                 error,
-                Timestamp::now().plus_millis(delay.as_millis() as i64),
+                AfterFailure::RetryAt(Timestamp::now().plus_millis(delay.as_millis() as i64)),
             )
         });
         if failure.is_none() {
@@ -225,9 +272,9 @@ impl DeliveryWorker {
         for attempt in 1..=RECORD_ATTEMPTS {
             let recorded = match &failure {
                 None => self.queue.mark_sent(&message.id, sent_at).await,
-                Some((error, next)) => {
+                Some((error, after)) => {
                     self.queue
-                        .record_failure(&message.id, &self.owner, error, *next)
+                        .record_failure(&message.id, &self.owner, error, *after)
                         .await
                 }
             };
@@ -246,14 +293,21 @@ impl DeliveryWorker {
         }
     }
 
-    async fn send(&self, claimed: &ClaimedMessage) -> anyhow::Result<()> {
+    async fn send(&self, claimed: &ClaimedMessage) -> Result<(), Failure> {
+        let mime = self.build(claimed).map_err(Failure::refused)?;
+        self.mailer
+            .send(&claimed.id, &mime)
+            .await
+            .map_err(Failure::from_mailer)
+    }
+
+    fn build(&self, claimed: &ClaimedMessage) -> anyhow::Result<lettre::Message> {
         let payload: serde_json::Value =
             serde_json::from_str(&claimed.payload).context("the payload is not JSON")?;
         let rendered = self
             .templates
             .render(&claimed.kind, &claimed.locale, &payload)?;
-        let mime = message::build(&claimed.id, &self.from, &claimed.recipient, rendered)?;
-        self.mailer.send(&claimed.id, &mime).await
+        message::build(&claimed.id, &self.from, &claimed.recipient, rendered)
     }
 }
 
@@ -317,7 +371,7 @@ mod tests {
             _id: &str,
             _owner: &str,
             error: &str,
-            _next_attempt_at: Timestamp,
+            _after: AfterFailure,
         ) -> Result<(), StoreError> {
             panic!("the email was sent, yet a failure was recorded: {error}")
         }

@@ -4,7 +4,7 @@ use crate::config::{SmtpConfig, SmtpTls};
 use anyhow::Context;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Delivers one message. `id` is the outbox id, stable across retries.
@@ -74,23 +74,38 @@ const FILE_TIME: &[time::format_description::FormatItem<'static>] = time::macros
 #[async_trait::async_trait]
 impl Mailer for FileMailer {
     async fn send(&self, id: &str, message: &Message) -> anyhow::Result<()> {
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .with_context(|| format!("creating the mail directory {}", self.dir.display()))?;
         let stamp = time::OffsetDateTime::now_utc()
             .format(FILE_TIME)
             .context("formatting the file time")?;
-        let path = self.dir.join(format!("{stamp}-{id}.eml"));
-        // Written aside and renamed, so a reader never sees half a message.
-        let partial = path.with_extension("eml.partial");
-        tokio::fs::write(&partial, message.formatted())
+        let dir = self.dir.clone();
+        let name = format!("{stamp}-{id}.eml");
+        let formatted = message.formatted();
+        tokio::task::spawn_blocking(move || write_eml(&dir, &name, &formatted))
             .await
-            .with_context(|| format!("writing {}", partial.display()))?;
-        tokio::fs::rename(&partial, &path)
-            .await
-            .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
-        Ok(())
+            .context("the task writing the message ended abnormally")?
     }
+}
+
+/// Writes `<dir>/<name>`, readable by the owner only (it holds an invitee's name, address and
+/// link). Written aside and renamed, so a reader never sees half a message.
+fn write_eml(dir: &Path, name: &str, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    crate::private_files::create_dir(dir)
+        .with_context(|| format!("creating the mail directory {}", dir.display()))?;
+    let path = dir.join(name);
+    let partial = path.with_extension("eml.partial");
+    crate::private_files::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&partial)
+        .and_then(|mut file| {
+            crate::private_files::restrict(&file)?;
+            file.write_all(contents)
+        })
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path)
+        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))
 }
 
 #[cfg(test)]

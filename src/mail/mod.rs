@@ -14,7 +14,7 @@ pub use delivery::{DeliveryWorker, MailWaker, RunningWorker};
 
 use crate::config::Config;
 use crate::store::Db;
-use crate::store::outbox::{QueuedMessage, SqlOutbox};
+use crate::store::outbox::{QueueReport, QueuedMessage, SqlOutbox};
 use mailer::{FileMailer, Mailer, SmtpMailer};
 use std::sync::Arc;
 
@@ -29,39 +29,60 @@ pub fn worker(config: &Config, db: Db) -> anyhow::Result<DeliveryWorker> {
     DeliveryWorker::new(Arc::new(SqlOutbox::new(db)), mailer, config.email.clone())
 }
 
-/// The text `tandem mail-queue` prints: a summary line, then one line per message.
-pub fn queue_report((total, messages): &(i64, Vec<QueuedMessage>)) -> String {
+/// The text `tandem mail-queue` prints: a summary line and one line per message, for the
+/// messages waiting and then for the dead letters (if any). Never a recipient or a payload.
+pub fn queue_report(report: &QueueReport) -> String {
     use std::fmt::Write;
-    let failing = messages.iter().filter(|m| m.attempts > 0).count();
-    let mut out = format!("{total} email(s) waiting for delivery");
-    if *total > 0 {
+    let waiting = &report.oldest_waiting;
+    let failing = waiting.iter().filter(|m| m.attempts > 0).count();
+    let mut out = format!("{} email(s) waiting for delivery", report.waiting);
+    if report.waiting > 0 {
         let _ = write!(
             out,
             "; of the {} oldest, {failing} failed at least once",
-            messages.len()
+            waiting.len()
         );
     }
     out.push('\n');
-    for m in messages {
+    for m in waiting {
+        let next = if m.leased {
+            "sending now".to_owned()
+        } else {
+            format!("next {}", m.next_attempt_at)
+        };
+        out.push_str(&message_line(m, &next));
+    }
+    if report.failed > 0 {
         let _ = writeln!(
             out,
-            "{id}  {kind}/{locale}  queued {created}  attempts {attempts}  {next}{error}",
-            id = m.id,
-            kind = m.kind,
-            locale = m.locale,
-            created = m.created_at,
-            attempts = m.attempts,
-            next = if m.leased {
-                "sending now".to_owned()
-            } else {
-                format!("next {}", m.next_attempt_at)
-            },
-            error = m
-                .last_error
-                .as_deref()
-                .map(|e| format!("  last error: {e}"))
-                .unwrap_or_default(),
+            "{} email(s) failed and given up, kept and not retried (`tandem mail-queue --retry-failed` \
+             queues them again); the {} latest:",
+            report.failed,
+            report.latest_failed.len()
         );
+        for m in &report.latest_failed {
+            let failed = m
+                .failed_at
+                .map(|at| format!("failed {at}"))
+                .unwrap_or_default();
+            out.push_str(&message_line(m, &failed));
+        }
     }
     out
+}
+
+fn message_line(m: &QueuedMessage, state: &str) -> String {
+    format!(
+        "{id}  {kind}/{locale}  queued {created}  attempts {attempts}  {state}{error}\n",
+        id = m.id,
+        kind = m.kind,
+        locale = m.locale,
+        created = m.created_at,
+        attempts = m.attempts,
+        error = m
+            .last_error
+            .as_deref()
+            .map(|e| format!("  last error: {e}"))
+            .unwrap_or_default(),
+    )
 }

@@ -108,6 +108,10 @@ impl Db {
                 })
         };
         let redacted = redact(url);
+        if backend == Backend::Sqlite {
+            sqlite::create_private_database(url)
+                .with_context(|| format!("creating the SQLite database at {redacted}"))?;
+        }
         let write = options()
             .max_connections(match backend {
                 Backend::Sqlite => 1,
@@ -166,7 +170,7 @@ impl Db {
             let mut path = database.clone().into_os_string();
             path.push(".lock");
             let path = std::path::PathBuf::from(path);
-            let file = std::fs::File::options()
+            let file = crate::private_files::options()
                 .create(true)
                 .truncate(false)
                 .write(true)

@@ -27,6 +27,7 @@ const FILES: &[(&str, &str)] = embedded![
     "0008_invitation_visibility_order.sql",
     "0009_invitation_customer_group.sql",
     "0010_email_outbox_unsent.sql",
+    "0011_email_outbox_failed.sql",
 ];
 
 pub fn migrator() -> anyhow::Result<Migrator> {

@@ -52,11 +52,22 @@ pub struct ClaimedMessage {
     pub attempts: i64,
 }
 
+/// What becomes of a message after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AfterFailure {
+    /// Tried again from this time on.
+    RetryAt(Timestamp),
+    /// A dead letter, failed at this time: never tried again unless an operator queues it again
+    /// (`tandem mail-queue --retry-failed`), and never deleted.
+    GiveUp(Timestamp),
+}
+
 /// The queue the delivery worker drains.
 #[async_trait::async_trait]
 pub trait DeliveryQueue: Send + Sync {
     /// Leases up to `limit` unsent messages that are due, and those whose lease has expired
-    /// (an instance that crashed mid-send), to `owner` until `lease_until`.
+    /// (an instance that crashed mid-send), to `owner` until `lease_until`. Failed messages
+    /// (dead letters) are never claimed.
     async fn claim_due(
         &self,
         owner: &str,
@@ -69,14 +80,14 @@ pub trait DeliveryQueue: Send + Sync {
     /// out, and recording it keeps anyone else from sending it again.
     async fn mark_sent(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
 
-    /// Records a failed attempt and when to try again; releases the lease. A no-op if `owner`
-    /// no longer holds the lease (another instance took the message over).
+    /// Records a failed attempt and whether and when to try again; releases the lease. A no-op
+    /// if `owner` no longer holds the lease (another instance took the message over).
     async fn record_failure(
         &self,
         id: &str,
         owner: &str,
         error: &str,
-        next_attempt_at: Timestamp,
+        after: AfterFailure,
     ) -> Result<(), StoreError>;
 
     /// Deletes messages delivered before `before`; returns how many.
@@ -128,7 +139,7 @@ impl DeliveryQueue for SqlOutbox {
         // subquery within one statement, and a later evaluation may pick other rows.
         let sql = format!(
             "WITH due AS MATERIALIZED (SELECT id FROM email_outbox \
-                 WHERE sent_at IS NULL AND next_attempt_at <= $3 \
+                 WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $3 \
                    AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
                  ORDER BY next_attempt_at, id LIMIT $4{lock}) \
              UPDATE email_outbox SET lease_owner = $1, lease_expires_at = $2 \
@@ -159,14 +170,18 @@ impl DeliveryQueue for SqlOutbox {
         id: &str,
         owner: &str,
         error: &str,
-        next_attempt_at: Timestamp,
+        after: AfterFailure,
     ) -> Result<(), StoreError> {
+        let (next_attempt_at, failed_at) = match after {
+            AfterFailure::RetryAt(next) => (next, None),
+            AfterFailure::GiveUp(now) => (now, Some(now.millis())),
+        };
         self.db
             .execute(SqlBuilder::fixed(
                 "UPDATE email_outbox SET attempts = attempts + 1, last_error = $1, \
-                 next_attempt_at = $2, lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL",
-                params![error, next_attempt_at.millis(), id, owner],
+                 next_attempt_at = $2, failed_at = $3, lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $4 AND lease_owner = $5 AND sent_at IS NULL",
+                params![error, next_attempt_at.millis(), failed_at, id, owner],
             ))
             .await?;
         Ok(())
@@ -197,28 +212,74 @@ pub struct QueuedMessage {
     /// Held by a worker right now.
     pub leased: bool,
     pub last_error: Option<String>,
+    /// Set for a dead letter: when delivery was given up.
+    pub failed_at: Option<Timestamp>,
 }
 
-/// How many messages wait for delivery, and the `limit` oldest of them.
-pub async fn queued(
+/// The undelivered messages: those still being tried and the dead letters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueReport {
+    /// Messages waiting for delivery (being tried).
+    pub waiting: i64,
+    /// Dead letters: given up, kept until an operator queues them again.
+    pub failed: i64,
+    /// The oldest waiting messages, oldest first.
+    pub oldest_waiting: Vec<QueuedMessage>,
+    /// The latest dead letters, latest first.
+    pub latest_failed: Vec<QueuedMessage>,
+}
+
+const WAITING: &str = "sent_at IS NULL AND failed_at IS NULL";
+const FAILED: &str = "sent_at IS NULL AND failed_at IS NOT NULL";
+
+/// How many messages wait for delivery and how many failed, with up to `limit` of each.
+pub async fn queued(db: &crate::store::Db, limit: u32) -> Result<QueueReport, sqlx::Error> {
+    Ok(QueueReport {
+        waiting: count(db, WAITING).await?,
+        failed: count(db, FAILED).await?,
+        oldest_waiting: listed(db, WAITING, "created_at, id", limit).await?,
+        latest_failed: listed(db, FAILED, "failed_at DESC, id", limit).await?,
+    })
+}
+
+/// Queues every dead letter again, as if new (no attempts yet, due now); returns how many.
+/// Their `last_error` stays until the next attempt.
+pub async fn retry_failed(db: &crate::store::Db) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE email_outbox SET failed_at = NULL, attempts = 0, next_attempt_at = $1 WHERE {FAILED}"
+    )))
+    .bind(Timestamp::now().millis())
+    .execute(&db.write)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+async fn count(db: &crate::store::Db, condition: &str) -> Result<i64, sqlx::Error> {
+    use sqlx::Row;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) AS n FROM email_outbox WHERE {condition}"
+    )))
+    .fetch_one(&db.read)
+    .await?
+    .try_get("n")
+}
+
+async fn listed(
     db: &crate::store::Db,
+    condition: &str,
+    order: &str,
     limit: u32,
-) -> Result<(i64, Vec<QueuedMessage>), sqlx::Error> {
+) -> Result<Vec<QueuedMessage>, sqlx::Error> {
     use sqlx::Row;
     let now = Timestamp::now().millis();
-    let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM email_outbox WHERE sent_at IS NULL")
-        .fetch_one(&db.read)
-        .await?
-        .try_get("n")?;
-    let rows = sqlx::query(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT id, kind, locale, created_at, attempts, next_attempt_at, lease_expires_at, \
-         last_error FROM email_outbox WHERE sent_at IS NULL ORDER BY created_at, id LIMIT $1",
-    )
+         last_error, failed_at FROM email_outbox WHERE {condition} ORDER BY {order} LIMIT $1"
+    )))
     .bind(i64::from(limit))
     .fetch_all(&db.read)
     .await?;
-    let messages = rows
-        .iter()
+    rows.iter()
         .map(|row| {
             Ok(QueuedMessage {
                 id: row.try_get("id")?,
@@ -231,8 +292,10 @@ pub async fn queued(
                     .try_get::<Option<i64>, _>("lease_expires_at")?
                     .is_some_and(|until| until > now),
                 last_error: row.try_get("last_error")?,
+                failed_at: row
+                    .try_get::<Option<i64>, _>("failed_at")?
+                    .map(Timestamp::from_millis),
             })
         })
-        .collect::<Result<_, sqlx::Error>>()?;
-    Ok((total, messages))
+        .collect()
 }

@@ -50,6 +50,23 @@ const MAX_BATCH: usize = 32;
 /// the write queued behind it went away without taking its turn.
 const BATCH_WAIT: Duration = Duration::from_millis(50);
 
+/// Creates the database file of a `sqlite:` URL that asks for it (`mode=rwc`), empty and
+/// readable by the owner only, before SQLite would create it with the umask's mode: it holds
+/// personal data. SQLite gives the `-wal` and `-shm` files the database file's mode.
+pub(super) fn create_private_database(url: &str) -> anyhow::Result<()> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let path = options.get_filename();
+    let creates = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair == "mode=rwc"));
+    if creates && !path.as_os_str().is_empty() && path != std::path::Path::new(":memory:") {
+        crate::private_files::create_empty_file(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn open(path: &std::path::Path, what: &str) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open_with_flags(
         path,

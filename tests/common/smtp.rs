@@ -1,5 +1,6 @@
 //! A minimal SMTP server for tests: enough ESMTP for lettre without TLS (EHLO, AUTH PLAIN,
-//! MAIL FROM, RCPT TO, DATA, RSET, NOOP, QUIT). It records every message it accepts.
+//! MAIL FROM, RCPT TO, DATA, RSET, NOOP, QUIT). It records every message it accepts, and can
+//! refuse recipients for good (550) the way a relay refuses a mailbox that does not exist.
 
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -23,18 +24,40 @@ pub struct SmtpServer {
 /// `user\0password`, when the server requires AUTH PLAIN before MAIL.
 type Login = Option<Arc<String>>;
 
+/// What the server requires and refuses.
+#[derive(Clone, Default)]
+struct Rules {
+    login: Login,
+    /// Recipients whose address starts with this are refused with a permanent 550.
+    refused_prefix: Option<Arc<String>>,
+}
+
 impl SmtpServer {
     /// Listens on 127.0.0.1 at `port` (0: any free port).
     pub async fn bind(port: u16) -> Self {
-        Self::start(port, None).await
+        Self::start(port, Rules::default()).await
     }
 
     /// Like `bind(0)`, but accepts mail only after AUTH PLAIN with these credentials.
     pub async fn with_login(user: &str, password: &str) -> Self {
-        Self::start(0, Some(Arc::new(format!("{user}\0{password}")))).await
+        let rules = Rules {
+            login: Some(Arc::new(format!("{user}\0{password}"))),
+            ..Rules::default()
+        };
+        Self::start(0, rules).await
     }
 
-    async fn start(port: u16, login: Login) -> Self {
+    /// Like `bind(0)`, but refuses for good (550 5.1.1) every recipient whose address starts
+    /// with `prefix`.
+    pub async fn refusing(prefix: &str) -> Self {
+        let rules = Rules {
+            refused_prefix: Some(Arc::new(prefix.to_owned())),
+            ..Rules::default()
+        };
+        Self::start(0, rules).await
+    }
+
+    async fn start(port: u16, rules: Rules) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("binding the test SMTP server");
@@ -43,7 +66,7 @@ impl SmtpServer {
         let sink = received.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(session(stream, sink.clone(), login.clone()));
+                tokio::spawn(session(stream, sink.clone(), rules.clone()));
             }
         });
         Self {
@@ -74,8 +97,9 @@ fn address(line: &str) -> String {
 async fn session(
     stream: TcpStream,
     sink: Arc<Mutex<Vec<Received>>>,
-    login: Login,
+    rules: Rules,
 ) -> std::io::Result<()> {
+    let login = rules.login;
     use base64::Engine;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
@@ -114,8 +138,17 @@ async fn session(
                 b"250 OK\r\n"
             }
             "RCPT" => {
-                to.push(address(&line));
-                b"250 OK\r\n"
+                let recipient = address(&line);
+                if rules
+                    .refused_prefix
+                    .as_deref()
+                    .is_some_and(|prefix| recipient.starts_with(prefix.as_str()))
+                {
+                    b"550 5.1.1 mailbox unavailable\r\n"
+                } else {
+                    to.push(recipient);
+                    b"250 OK\r\n"
+                }
             }
             "RSET" => {
                 from.clear();

@@ -315,8 +315,13 @@ fn constrain_create(doc: &mut OpenApiDoc) {
         "type": "string",
         "minLength": 3,
         "maxLength": 254,
+        // A bare address of ASCII dot-atoms (a local part of at most 63 characters, labels of
+        // at most 63), which the mailer's parser (and so `parse_email`) always accepts; the
+        // handler also takes some addresses this leaves out (quoted local parts, other scripts).
         "pattern": format!(
-            "^[^@{CONTROL_CHARS}{WHITE_SPACE}]+@[^.@{CONTROL_CHARS}{WHITE_SPACE}]([^@{CONTROL_CHARS}{WHITE_SPACE}]*\\.)+[^.@{CONTROL_CHARS}{WHITE_SPACE}]+$"
+            "^{atom}(\\.{atom}){{0,3}}@{label}(\\.{label})+$",
+            atom = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,15}",
+            label = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
         ),
     });
     properties["inviterFullName"] =
