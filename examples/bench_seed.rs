@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tandem::config::Config;
 use tandem::domain::connection::ConnectionState;
-use tandem::domain::invitation::{InvitationState, InvitationType};
+use tandem::domain::invitation::{InvitationState, InvitationType, identification_binding};
 use tandem::domain::sealed::SecretBox;
 use tandem::domain::sync::Trigger;
 use tandem::domain::time::Timestamp;
@@ -531,8 +531,12 @@ async fn seed_invitations(
             email.into(),
             Some(first).into(),
             Some(last).into(),
+            // Sealed, as the service stores it.
             rng.percent(50)
-                .then(|| format!("{:04}", rng.below(10_000)))
+                .then(|| {
+                    let digits = format!("{:04}", rng.below(10_000));
+                    secrets.seal(&identification_binding(&id), &digits)
+                })
                 .into(),
             account.into(),
             organization.into(),

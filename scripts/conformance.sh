@@ -70,9 +70,10 @@ export TANDEM_CONFORMANCE_API_KEY TANDEM_CONFORMANCE_STAFF_TOKEN
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 addr="127.0.0.1:$port"
-# Requests per client (100 a second) and verification attempts per client address (10 per
-# window) are limited, which would answer much of schemathesis's traffic with 429 and leave the
-# operations' logic untested; the integration tests check both limits.
+# Requests per client (100 a second), verification attempts per client address (10 per
+# window) and invitation creates (20 a day per customer, 5 open per account) are limited, which
+# would answer much of schemathesis's traffic with 429 or 409 and leave the operations' logic
+# untested; the integration tests check these limits.
 cat >"$data/tandem.toml" <<TOML
 mode = "dev"
 
@@ -81,6 +82,8 @@ per_second = 0
 
 [invitations]
 verify_max_attempts_per_ip = 1000000
+daily_invitations_per_customer = 1000000
+open_invitations_per_resource = 1000000
 TOML
 "$tandem" serve --config "$data/tandem.toml" --data-dir "$data" --addr "$addr" >"$data/server.log" 2>&1 &
 server_pid=$!

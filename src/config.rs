@@ -652,6 +652,15 @@ pub struct InvitationsConfig {
     pub sweep_interval_secs: u64,
     /// Entitlements from a bank's HTTP service instead of the local table.
     pub entitlements_url: Option<String>,
+    /// Entitlement roles on an account that may invite joint owners to it (any role may see
+    /// the account's invitations). Compared ignoring ASCII case.
+    pub account_inviter_roles: Vec<String>,
+    /// Entitlement roles on an organization that may invite authorized signers to it.
+    pub organization_inviter_roles: Vec<String>,
+    /// The most invitations one customer may create in any 24 hours (staff are not capped).
+    pub daily_invitations_per_customer: i64,
+    /// The most open (sent, not expired) invitations on one account or organization.
+    pub open_invitations_per_resource: i64,
 }
 
 impl Default for InvitationsConfig {
@@ -667,6 +676,10 @@ impl Default for InvitationsConfig {
             trust_forwarded_for: false,
             sweep_interval_secs: 60,
             entitlements_url: None,
+            account_inviter_roles: ["owner", "jointOwner", "joint"].map(String::from).to_vec(),
+            organization_inviter_roles: ["owner", "admin", "signer"].map(String::from).to_vec(),
+            daily_invitations_per_customer: 20,
+            open_invitations_per_resource: 5,
         }
     }
 }
@@ -694,6 +707,12 @@ impl InvitationsConfig {
         }
         if self.sweep_interval_secs < 1 {
             bail!("invitations.sweep_interval_secs must be at least 1");
+        }
+        if self.daily_invitations_per_customer < 1 || self.open_invitations_per_resource < 1 {
+            bail!(
+                "invitations.daily_invitations_per_customer and open_invitations_per_resource \
+                 must be at least 1"
+            );
         }
         Ok(())
     }

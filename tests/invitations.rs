@@ -235,7 +235,8 @@ async fn create_answers_201_with_location_etag_links_and_queues_the_email(backen
         &json!({
             "invitationId": id,
             "acceptUrl": accept,
-            "inviterFullName": "Alice Inviter",
+            // The name Alice's token gives, not the request's "Alice Inviter".
+            "inviterFullName": "Casey Customer",
             "inviteeFirstName": "Max",
             "inviteeLastName": "Peck",
             "invitationType": "joint",
@@ -2053,6 +2054,464 @@ async fn abandoned_requests_leave_no_transaction_open(backend: Backend) {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
+// ---- who may create, what the email says, how many -------------------------------------
+
+/// Another organization, held only by Erin (as a signer).
+const ORG_B: &str = "https://api.bank.example/organizations/organization/globex";
+const ERIN: &str = "customer-erin";
+
+async fn hold(app: &TestApp, rows: &[(&str, &str, &str)]) {
+    let rows: Vec<Entitlement> = rows
+        .iter()
+        .map(|(customer, uri, role)| Entitlement {
+            customer_id: (*customer).into(),
+            resource_uri: (*uri).into(),
+            role: (*role).into(),
+            joint_owners_disabled: false,
+        })
+        .collect();
+    TableEntitlements::new(app.db.clone())
+        .replace_all(&rows)
+        .await
+        .unwrap();
+}
+
+fn signer_on(organization: &str, email: &str) -> Value {
+    json!({"sharedSecret": SECRET, "type": "authorizedSigner", "organizationUri": organization,
+           "role": "signer", "inviterFullName": "Erin", "emailAddress": email})
+}
+
+async fn post(app: &TestApp, who: &Headers, body: &Value) -> Response {
+    app.with(who, Method::POST, COLLECTION)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Every id a caller's list holds, read in both the merged (creation order) and the sorted
+/// ways a customer list is built, with the count.
+async fn listed_ids(app: &TestApp, who: &Headers) -> Vec<String> {
+    let merged = app.get_json(who, COLLECTION).await;
+    let sorted = app.get_json(who, &listing(&[("sortBy", "-state")])).await;
+    let ids = item_ids(&merged);
+    let mut sorted_ids = item_ids(&sorted);
+    sorted_ids.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(sorted_ids, expected);
+    assert_eq!(merged["count"], ids.len(), "{merged}");
+    ids
+}
+
+/// An invitation takes only the URI its type names (400 naming the other), and holders see an
+/// invitation only through that URI: a row that still carries another one (planted before the
+/// rule) shows neither in that URI's holders' lists nor to their GET.
+async fn an_invitation_is_seen_only_through_the_uri_its_type_names(backend: Backend) {
+    let app = spawn(backend).await;
+    hold(
+        &app,
+        &[
+            (ALICE, ACCOUNT, "owner"),
+            (ALICE, ORG, "owner"),
+            (BOB, ACCOUNT, "joint"),
+            (ERIN, ORG_B, "signer"),
+        ],
+    )
+    .await;
+    let erin = app.customer(ERIN);
+    let mut planted = signer_on(ORG_B, "planted@example.com");
+    planted["accountUri"] = json!(ACCOUNT);
+    let err = assert_error(post(&app, &erin, &planted).await, 400, "invalidValue").await;
+    assert!(
+        err["_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("accountUri"),
+        "{err}"
+    );
+    let mut joint_with_org = joint("max@example.com");
+    joint_with_org["organizationUri"] = json!(ORG);
+    let err = assert_error(
+        post(&app, &app.customer(ALICE), &joint_with_org).await,
+        400,
+        "invalidValue",
+    )
+    .await;
+    assert!(
+        err["_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("organizationUri"),
+        "{err}"
+    );
+    let promo = json!({"sharedSecret": SECRET, "type": "productPromotion", "accountUri": ACCOUNT,
+                       "inviterFullName": "Example Bank", "emailAddress": "max@example.com"});
+    assert_error(post(&app, &app.admin(), &promo).await, 400, "invalidValue").await;
+    assert!(outbox(&app).await.is_empty());
+
+    // A row as the old rule let it be stored: Erin's signer invitation carrying Alice's account.
+    let (created, _) = create_as(&app, &erin, &signer_on(ORG_B, "planted@example.com")).await;
+    let id = id_of(&created);
+    sqlx::query("UPDATE invitations SET account_uri = $1 WHERE id = $2")
+        .bind(ACCOUNT)
+        .bind(&id)
+        .execute(&app.db.write)
+        .await
+        .unwrap();
+    let (alices_own, _) = create(&app, "own@example.com").await;
+    for (who, name) in [(app.customer(ALICE), ALICE), (app.customer(BOB), BOB)] {
+        assert_eq!(listed_ids(&app, &who).await, [id_of(&alices_own)], "{name}");
+        let res = app
+            .with(&who, Method::GET, &format!("{COLLECTION}/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 404, "notFound").await;
+    }
+    assert_eq!(listed_ids(&app, &erin).await, [id]);
+}
+
+/// Any role on an account or organization lets its holder see the invitations on it; only the
+/// configured roles may invite (`owner`, `jointOwner`, `joint` on accounts; `owner`, `admin`,
+/// `signer` on organizations; ignoring case).
+async fn only_inviting_roles_may_invite_and_every_holder_sees(backend: Backend) {
+    const VIC: &str = "customer-vic";
+    let app = spawn(backend).await;
+    hold(
+        &app,
+        &[
+            (ALICE, ACCOUNT, "owner"),
+            (BOB, ACCOUNT, "JointOwner"),
+            (VIC, ACCOUNT, "viewer"),
+            (VIC, ORG, "signer"),
+            (ERIN, ORG, "viewer"),
+        ],
+    )
+    .await;
+    let vic = app.customer(VIC);
+    let err = assert_error(
+        post(&app, &vic, &joint("max@example.com")).await,
+        403,
+        "notEntitled",
+    )
+    .await;
+    assert_eq!(err["_error"]["attributes"]["field"], "accountUri", "{err}");
+    assert!(
+        err["_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("viewer"),
+        "{err}"
+    );
+    let err = assert_error(
+        post(&app, &app.customer(ERIN), &signer_on(ORG, "s@example.com")).await,
+        403,
+        "notEntitled",
+    )
+    .await;
+    assert_eq!(err["_error"]["attributes"]["field"], "organizationUri");
+    let (alices, _) = create(&app, "max@example.com").await;
+    create_as(&app, &app.customer(BOB), &joint("bob@example.com")).await;
+    create_as(&app, &vic, &signer_on(ORG, "s@example.com")).await;
+    // Vic, a viewer of the account, sees both invitations on it (without their secrets).
+    let page = app.get_json(&vic, &listing(&[("type", "joint")])).await;
+    assert_eq!(page["count"], 2, "{page}");
+    let seen = app
+        .get_json(&vic, &format!("{COLLECTION}/{}", id_of(&alices)))
+        .await;
+    assert!(seen.get("sharedSecret").is_none(), "{seen}");
+    assert_eq!(outbox(&app).await.len(), 3);
+}
+
+/// A customer's name in the bank's email is the one their token gives; only without one is the
+/// request's value used, and then it must read as a name. Staff write as the institution.
+async fn the_inviters_name_comes_from_the_token_or_must_read_as_a_name(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut spam = joint("max@example.com");
+    spam["inviterFullName"] = json!("You won! Claim at http://prize.example or call 555-123-4567");
+    let (created, _) = create_as(&app, &app.customer(ALICE), &spam).await;
+    assert_eq!(created["inviterFullName"], "Casey Customer");
+    let nameless = app.headers(&tandem::auth::dev::TokenRequest {
+        first_name: String::new(),
+        last_name: String::new(),
+        ..customer_token(ALICE)
+    });
+    for refused in [
+        "Claim at http://prize.example",
+        "prize.example",
+        "write to max@example.com",
+        "Call (555) 123-4567",
+    ] {
+        let mut body = joint("tom@example.com");
+        body["inviterFullName"] = json!(refused);
+        let err = assert_error(post(&app, &nameless, &body).await, 400, "invalidValue").await;
+        assert!(
+            err["_error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("inviterFullName"),
+            "{refused}: {err}"
+        );
+    }
+    let (named_by_body, _) = create_as(&app, &nameless, &joint("tom@example.com")).await;
+    assert_eq!(named_by_body["inviterFullName"], "Alice Inviter");
+    let promo = json!({"sharedSecret": SECRET, "type": "productPromotion",
+                       "inviterFullName": "Example Bank", "emailAddress": "ann@example.com"});
+    create_as(&app, &app.admin(), &promo).await;
+    let names: Vec<Value> = outbox(&app)
+        .await
+        .into_iter()
+        .map(|(_, _, payload)| payload["inviterFullName"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            json!("Casey Customer"),
+            json!("Alice Inviter"),
+            json!("Example Bank")
+        ]
+    );
+}
+
+/// At most `daily_invitations_per_customer` creates by one customer in 24 hours (429 with
+/// Retry-After; deleting does not give a place back; staff are not capped) and
+/// `open_invitations_per_resource` open invitations on one account or organization (409, for
+/// everyone; a revoke frees a place).
+async fn creates_are_capped_per_customer_per_day_and_open_per_account(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.invitations.daily_invitations_per_customer = 4;
+        c.invitations.open_invitations_per_resource = 2;
+    })
+    .await;
+    hold(
+        &app,
+        &[
+            (ALICE, ACCOUNT, "owner"),
+            (ALICE, ORG, "owner"),
+            (BOB, ACCOUNT, "joint"),
+            (BOB, ORG_B, "signer"),
+        ],
+    )
+    .await;
+    let alice = app.customer(ALICE);
+    let (first, _) = create(&app, "a1@example.com").await;
+    create(&app, "a2@example.com").await;
+    for who in [&alice, &app.customer(BOB), &app.admin()] {
+        let err = assert_error(
+            post(&app, who, &joint("a3@example.com")).await,
+            409,
+            "tooManyOpenInvitations",
+        )
+        .await;
+        assert_eq!(err["_error"]["attributes"]["field"], "accountUri", "{err}");
+        assert_eq!(err["_error"]["attributes"]["limit"], 2, "{err}");
+    }
+    let res = app
+        .with(
+            &alice,
+            Method::POST,
+            &format!("/invitations/revoked?invitation={}", id_of(&first)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    create(&app, "a3@example.com").await;
+    let (signer, _) = create_as(&app, &alice, &signer_on(ORG, "s1@example.com")).await;
+    // Four today: the fifth is refused, also after deleting one.
+    for attempt in 0..2 {
+        let res = post(&app, &alice, &signer_on(ORG, "s2@example.com")).await;
+        let retry_after: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((86_000..=86_400).contains(&retry_after), "{retry_after}");
+        let err = assert_error(res, 429, "invitationLimitReached").await;
+        assert_eq!(err["_error"]["attributes"]["limit"], 4, "{err}");
+        if attempt == 0 {
+            let res = app
+                .with(
+                    &alice,
+                    Method::DELETE,
+                    &format!("{COLLECTION}/{}", id_of(&signer)),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 204);
+        }
+    }
+    // Bob's own allowance is untouched; staff have none.
+    create_as(&app, &app.customer(BOB), &signer_on(ORG_B, "b@example.com")).await;
+    let promo = json!({"sharedSecret": SECRET, "type": "productPromotion",
+                       "inviterFullName": "Example Bank", "emailAddress": "ann@example.com"});
+    for _ in 0..6 {
+        create_as(&app, &app.admin(), &promo).await;
+    }
+    assert_eq!(
+        outbox(&app).await.len(),
+        4 + 1 + 6,
+        "refused creates queue no email"
+    );
+}
+
+/// Creates at the same moment are counted one after the other: twenty at once on one account
+/// open exactly the cap's number, and a customer's creates across many accounts stop exactly
+/// at the daily cap.
+async fn parallel_creates_cannot_pass_the_caps(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.invitations.daily_invitations_per_customer = 5;
+        c.invitations.open_invitations_per_resource = 3;
+    })
+    .await;
+    let accounts: Vec<String> = (0..20)
+        .map(|n| format!("https://api.bank.example/accounts/account/many-{n:02}"))
+        .collect();
+    let mut rows: Vec<(&str, &str, &str)> = accounts
+        .iter()
+        .map(|a| (ALICE, a.as_str(), "owner"))
+        .collect();
+    rows.push((BOB, &accounts[0], "joint"));
+    hold(&app, &rows).await;
+    let (alice, bob) = (app.customer(ALICE), app.customer(BOB));
+    let on = |account: &str, n: usize| {
+        let mut body = joint(&format!("p{n}@example.com"));
+        body["accountUri"] = json!(account);
+        body
+    };
+    let statuses = |requests: Vec<reqwest::RequestBuilder>| async move {
+        let mut statuses: Vec<u16> =
+            futures_util::future::join_all(requests.into_iter().map(|r| r.send()))
+                .await
+                .into_iter()
+                .map(|res| res.unwrap().status().as_u16())
+                .collect();
+        statuses.sort_unstable();
+        statuses
+    };
+    let same_account = (0..20)
+        .map(|n| {
+            let who = if n % 2 == 0 { &alice } else { &bob };
+            app.with(who, Method::POST, COLLECTION)
+                .json(&on(&accounts[0], n))
+        })
+        .collect();
+    let first = statuses(same_account).await;
+    assert_eq!(first.iter().filter(|&&s| s == 201).count(), 3, "{first:?}");
+    assert!(first.iter().all(|&s| s == 201 || s == 409), "{first:?}");
+    let alices_so_far = app
+        .get_json(
+            &app.admin(),
+            &listing(&[("filter", &format!("eq(customerId,{ALICE})"))]),
+        )
+        .await["count"]
+        .as_u64()
+        .unwrap() as usize;
+    let many_accounts = accounts[1..]
+        .iter()
+        .enumerate()
+        .map(|(n, account)| {
+            app.with(&alice, Method::POST, COLLECTION)
+                .json(&on(account, 100 + n))
+        })
+        .collect();
+    let second = statuses(many_accounts).await;
+    let created = second.iter().filter(|&&s| s == 201).count();
+    assert_eq!(alices_so_far + created, 5, "{first:?} {second:?}");
+    assert!(second.iter().all(|&s| s == 201 || s == 429), "{second:?}");
+    let stored: i64 = sqlx::query("SELECT COUNT(*) AS n FROM invitations")
+        .fetch_one(&app.db.read)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(stored, 3 + created as i64);
+}
+
+/// `identification` is sealed at rest, bound to its invitation apart from the shared secret;
+/// the inviter and staff still read the digits, verification compares them after opening, and
+/// digits stored in plain text before still work.
+async fn identification_is_sealed_at_rest_and_still_verifies(backend: Backend) {
+    let app = spawn_with(backend, trusting_proxies).await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    assert_eq!(created["identification"], "3333");
+    let stored = |id: String| {
+        let read = app.db.read.clone();
+        async move {
+            sqlx::query("SELECT identification, sealed_secret FROM invitations WHERE id = $1")
+                .bind(id)
+                .fetch_one(&read)
+                .await
+                .unwrap()
+        }
+    };
+    let row = stored(id.clone()).await;
+    let sealed: String = row.get("identification");
+    assert!(
+        !sealed.contains("3333") && sealed.starts_with("v2."),
+        "{sealed}"
+    );
+    let path = format!("{COLLECTION}/{id}");
+    assert_eq!(
+        app.get_json(&app.customer(ALICE), &path).await["identification"],
+        "3333"
+    );
+    assert_eq!(
+        app.get_json(&app.admin(), &path).await["identification"],
+        "3333"
+    );
+    let seen = app.get_json(&app.customer(BOB), &path).await;
+    assert!(seen.get("identification").is_none(), "{seen}");
+    let claim = |id: &str, digits: &str| {
+        app.client
+            .post(app.url("/invitations/verifications"))
+            .header("X-Forwarded-For", "10.0.0.1")
+            .json(&json!({ "invitationId": id, "sharedSecret": SECRET, "identification": digits }))
+            .send()
+    };
+    assert_error(claim(&id, "1234").await.unwrap(), 400, "verificationFailed").await;
+    assert_eq!(claim(&id, "3333").await.unwrap().status(), 200);
+
+    // Plain digits, as stored before sealing.
+    let (legacy, _) = create(&app, "tom@example.com").await;
+    let legacy = id_of(&legacy);
+    sqlx::query("UPDATE invitations SET identification = '4444' WHERE id = $1")
+        .bind(&legacy)
+        .execute(&app.db.write)
+        .await
+        .unwrap();
+    let path = format!("{COLLECTION}/{legacy}");
+    assert_eq!(
+        app.get_json(&app.customer(ALICE), &path).await["identification"],
+        "4444"
+    );
+    assert_eq!(claim(&legacy, "4444").await.unwrap().status(), 200);
+
+    // The shared secret's sealed value does not open as the identification.
+    let (swapped, _) = create(&app, "ann@example.com").await;
+    let swapped = id_of(&swapped);
+    let secret: String = stored(swapped.clone()).await.get("sealed_secret");
+    sqlx::query("UPDATE invitations SET identification = $1 WHERE id = $2")
+        .bind(&secret)
+        .bind(&swapped)
+        .execute(&app.db.write)
+        .await
+        .unwrap();
+    let res = app
+        .with(
+            &app.customer(ALICE),
+            Method::GET,
+            &format!("{COLLECTION}/{swapped}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 500);
+    assert_eq!(claim(&swapped, "3333").await.unwrap().status(), 500);
+}
+
 on_both_backends!(
     abandoned_requests_leave_no_transaction_open,
     an_invitation_without_names_is_emailed,
@@ -2083,4 +2542,10 @@ on_both_backends!(
     the_sweeper_persists_expiry_without_changing_the_entity_tag,
     root_labels_and_api_document,
     the_accept_page_verifies_through_a_plain_form,
+    an_invitation_is_seen_only_through_the_uri_its_type_names,
+    only_inviting_roles_may_invite_and_every_holder_sees,
+    the_inviters_name_comes_from_the_token_or_must_read_as_a_name,
+    creates_are_capped_per_customer_per_day_and_open_per_account,
+    parallel_creates_cannot_pass_the_caps,
+    identification_is_sealed_at_rest_and_still_verifies,
 );

@@ -64,9 +64,35 @@ impl InvitationType {
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == value)
     }
+
+    /// The request field naming the resource an invitation of this type is about: its holders
+    /// see the invitation, and the inviter must be entitled to it. A product promotion is the
+    /// institution's own and names none.
+    pub fn resource_field(self) -> Option<&'static str> {
+        match self {
+            Self::Joint => Some("accountUri"),
+            Self::AuthorizedSigner => Some("organizationUri"),
+            Self::ProductPromotion => None,
+        }
+    }
+
+    /// Of an account and an organization URI, the one this type names.
+    fn resource_of<'a>(
+        self,
+        account_uri: Option<&'a str>,
+        organization_uri: Option<&'a str>,
+    ) -> Option<&'a str> {
+        match self {
+            Self::Joint => account_uri,
+            Self::AuthorizedSigner => organization_uri,
+            Self::ProductPromotion => None,
+        }
+    }
 }
 
-/// One invitation as stored. `sealed_secret` is the AEAD-sealed shared secret, never the text.
+/// One invitation as stored. `sealed_secret` is the AEAD-sealed shared secret, never the text;
+/// `sealed_identification` the sealed government id digits (plain digits on invitations created
+/// before they were sealed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invitation {
     pub id: ResourceId,
@@ -75,7 +101,7 @@ pub struct Invitation {
     pub email_address: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub identification: Option<String>,
+    pub sealed_identification: Option<String>,
     pub account_uri: Option<String>,
     pub organization_uri: Option<String>,
     pub role: Option<String>,
@@ -133,6 +159,15 @@ impl Invitation {
 
     pub fn etag(&self) -> String {
         etag::for_revision(self.revision)
+    }
+
+    /// The account or organization whose holders may see the invitation: only the URI its type
+    /// names, whatever else a row may carry.
+    pub fn resource_uri(&self) -> Option<&str> {
+        self.kind.resource_of(
+            self.account_uri.as_deref(),
+            self.organization_uri.as_deref(),
+        )
     }
 
     /// Too many wrong secrets since the secret was last set.
@@ -309,7 +344,10 @@ pub struct NewInvitationInput<'a> {
     pub account_uri: Option<&'a str>,
     pub organization_uri: Option<&'a str>,
     pub role: Option<&'a str>,
+    /// The request's `inviterFullName`, used only when `inviter_name_from_token` is None.
     pub inviter_full_name: &'a str,
+    /// The inviter's name as their token gives it (see `inviter_name_from_token`).
+    pub inviter_name_from_token: Option<&'a str>,
     pub shared_secret: &'a str,
     pub attributes: Option<serde_json::Value>,
 }
@@ -326,7 +364,9 @@ fn optional_text(
 
 impl NewInvitation {
     /// Checks the fields and the type rules: `joint` needs `accountUri`, `authorizedSigner` needs
-    /// `organizationUri`, and `role` belongs to `authorizedSigner` only.
+    /// `organizationUri`, neither type takes the other's URI and a product promotion takes
+    /// neither, and `role` belongs to `authorizedSigner` only. The inviter's name is the token's
+    /// when it has one; otherwise the request's, which must read as a name.
     pub fn parse(input: NewInvitationInput<'_>) -> Result<Self, ValidationError> {
         let kind = InvitationType::parse(input.kind).ok_or_else(|| {
             ValidationError::new(
@@ -337,7 +377,7 @@ impl NewInvitation {
         let identification = input
             .identification
             .map(|v| {
-                if v.len() == 4 && v.bytes().all(|b| b.is_ascii_digit()) {
+                if is_identification_digits(v) {
                     Ok(v.to_owned())
                 } else {
                     Err(ValidationError::new(
@@ -370,13 +410,28 @@ impl NewInvitation {
             }
             _ => {}
         }
+        let named = kind.resource_field();
+        for (field, given) in [
+            ("accountUri", account_uri.is_some()),
+            ("organizationUri", organization_uri.is_some()),
+        ] {
+            if given && named != Some(field) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("does not apply to a {} invitation", kind.as_str()),
+                ));
+            }
+        }
         if kind != InvitationType::AuthorizedSigner && input.role.is_some() {
             return Err(ValidationError::new(
                 "role",
                 "applies to authorizedSigner invitations only",
             ));
         }
-        check_text("inviterFullName", input.inviter_full_name, 1, 200)?;
+        let inviter_full_name = match input.inviter_name_from_token {
+            Some(name) => name.to_owned(),
+            None => parse_inviter_full_name("inviterFullName", input.inviter_full_name)?,
+        };
         if let Some(attributes) = &input.attributes
             && !attributes.is_object()
         {
@@ -391,7 +446,7 @@ impl NewInvitation {
             account_uri,
             organization_uri,
             role: optional_text("role", input.role, 100)?,
-            inviter_full_name: input.inviter_full_name.to_owned(),
+            inviter_full_name,
             shared_secret: SharedSecret::parse("sharedSecret", input.shared_secret)?,
             attributes: input.attributes,
         })
@@ -399,12 +454,81 @@ impl NewInvitation {
 
     /// The resource whose holders may see the invitation and must entitle the inviter.
     pub fn resource_uri(&self) -> Option<&str> {
-        match self.kind {
-            InvitationType::Joint => self.account_uri.as_deref(),
-            InvitationType::AuthorizedSigner => self.organization_uri.as_deref(),
-            InvitationType::ProductPromotion => None,
+        self.kind.resource_of(
+            self.account_uri.as_deref(),
+            self.organization_uri.as_deref(),
+        )
+    }
+}
+
+/// The longest inviter name, from a request or a token.
+const INVITER_NAME_MAX_CHARS: usize = 200;
+
+/// The inviter's full name from their token's `given_name` and `family_name`, when it has a
+/// usable one (either part may be empty). A name tandem cannot show (too long, control
+/// characters) counts as none: the identity provider owns it, as it owns the customer group.
+pub fn inviter_name_from_token(given_name: &str, family_name: &str) -> Option<String> {
+    let name = [given_name.trim(), family_name.trim()]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    check_text("inviterFullName", &name, 1, INVITER_NAME_MAX_CHARS)
+        .is_ok()
+        .then_some(name)
+}
+
+/// The fewest digits, in one run of digits and phone separators, that read as a phone number.
+const PHONE_DIGITS: usize = 7;
+
+/// An inviter name a request gives, which starts the subject of an email the bank sends: 1 to
+/// 200 characters with no `@`, nothing that reads as a web address (`://`, `www.`, or a dot
+/// between letters or digits as in `bank-login.example`) and no run of 7 or more digits, which
+/// may be spaced or split by `+ - . ( ) /` (a phone number).
+pub fn parse_inviter_full_name(field: &str, value: &str) -> Result<String, ValidationError> {
+    check_text(field, value, 1, INVITER_NAME_MAX_CHARS)?;
+    if value.contains('@') {
+        return Err(ValidationError::new(field, "must not contain @"));
+    }
+    let lower = value.to_lowercase();
+    let chars: Vec<char> = value.chars().collect();
+    let dotted_host = chars
+        .windows(3)
+        .any(|w| w[1] == '.' && w[0].is_alphanumeric() && w[2].is_alphanumeric());
+    if lower.contains("://") || lower.contains("www.") || dotted_host {
+        return Err(ValidationError::new(
+            field,
+            "must be a name, not a web address",
+        ));
+    }
+    let mut digits_in_run = 0;
+    for c in value.chars() {
+        if c.is_ascii_digit() {
+            digits_in_run += 1;
+            if digits_in_run >= PHONE_DIGITS {
+                return Err(ValidationError::new(
+                    field,
+                    "must be a name, not a phone number",
+                ));
+            }
+        } else if !matches!(c, ' ' | '+' | '-' | '.' | '(' | ')' | '/') {
+            digits_in_run = 0;
         }
     }
+    Ok(value.to_owned())
+}
+
+/// The associated data that binds a sealed `identification` to its invitation. It differs from
+/// the shared secret's (the id alone), so neither sealed value opens in the other's place: `#`
+/// is never part of an id.
+pub fn identification_binding(invitation_id: &str) -> String {
+    format!("{invitation_id}#identification")
+}
+
+/// Four ASCII digits: what a request's `identification` must be, and how invitations created
+/// before it was sealed store it (a sealed value is longer and starts with a version prefix).
+pub fn is_identification_digits(value: &str) -> bool {
+    value.len() == 4 && value.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The response language: `es` when the weighted `Accept-Language` prefers Spanish over
@@ -459,7 +583,7 @@ mod tests {
             email_address: new.email_address,
             first_name: None,
             last_name: None,
-            identification: None,
+            sealed_identification: None,
             account_uri: new.account_uri,
             organization_uri: None,
             role: None,
@@ -513,6 +637,105 @@ mod tests {
         })
         .unwrap();
         assert_eq!(promo.resource_uri(), None);
+    }
+
+    #[test]
+    fn only_the_uri_the_type_names_is_taken() {
+        let parse = |kind, account: Option<&'static str>, organization: Option<&'static str>| {
+            NewInvitation::parse(NewInvitationInput {
+                kind,
+                account_uri: account,
+                organization_uri: organization,
+                ..input()
+            })
+            .map_err(|e| e.field)
+        };
+        let (account, org) = (
+            Some("https://bank.example/a/1"),
+            Some("https://bank.example/o/1"),
+        );
+        assert_eq!(parse("joint", account, org), Err("organizationUri".into()));
+        assert_eq!(
+            parse("authorizedSigner", account, org),
+            Err("accountUri".into())
+        );
+        assert_eq!(
+            parse("productPromotion", account, None),
+            Err("accountUri".into())
+        );
+        assert_eq!(
+            parse("productPromotion", None, org),
+            Err("organizationUri".into())
+        );
+        assert!(parse("joint", account, None).is_ok());
+        assert!(parse("authorizedSigner", None, org).is_ok());
+        assert!(parse("productPromotion", None, None).is_ok());
+        // A stored row carrying both (planted before this rule) is seen through its type's URI.
+        let mut inv = invitation();
+        inv.kind = InvitationType::AuthorizedSigner;
+        inv.organization_uri = Some("org".into());
+        assert_eq!(inv.resource_uri(), Some("org"));
+        inv.kind = InvitationType::ProductPromotion;
+        assert_eq!(inv.resource_uri(), None);
+    }
+
+    #[test]
+    fn the_tokens_name_wins_and_a_requests_name_must_read_as_a_name() {
+        let named = |token: Option<&'static str>, body: &'static str| {
+            NewInvitation::parse(NewInvitationInput {
+                inviter_full_name: body,
+                inviter_name_from_token: token,
+                ..input()
+            })
+            .map(|n| n.inviter_full_name)
+            .map_err(|e| e.field)
+        };
+        assert_eq!(
+            named(Some("Casey Customer"), "Visit http://x.example"),
+            Ok("Casey Customer".to_owned())
+        );
+        assert_eq!(named(None, "Maxine Peck"), Ok("Maxine Peck".to_owned()));
+        assert_eq!(
+            named(None, "Call http://x.example"),
+            Err("inviterFullName".into())
+        );
+        assert_eq!(
+            inviter_name_from_token(" Maxine ", ""),
+            Some("Maxine".to_owned())
+        );
+        assert_eq!(
+            inviter_name_from_token("Maxine", "Peck"),
+            Some("Maxine Peck".to_owned())
+        );
+        assert_eq!(inviter_name_from_token("", "  "), None);
+        assert_eq!(inviter_name_from_token("Max\nBcc: x", "Peck"), None);
+        for accepted in [
+            "Maxine Peck",
+            "Dr. J. R. Smith Jr.",
+            "José Núñez-O'Neil",
+            "Henry Ford 2nd",
+            "Agent 007",
+        ] {
+            assert!(
+                parse_inviter_full_name("inviterFullName", accepted).is_ok(),
+                "{accepted}"
+            );
+        }
+        for (refused, why) in [
+            ("max@example.com", "@"),
+            ("Win at https://prize.example", "web address"),
+            ("Visit www.prize", "web address"),
+            ("bank-login.example", "web address"),
+            ("Call 555-123-4567", "phone"),
+            ("Call (555) 123 4567", "phone"),
+            ("+1 555 1234567", "phone"),
+            ("Max 5551234", "phone"),
+            ("", "at least"),
+        ] {
+            let err = parse_inviter_full_name("inviterFullName", refused).unwrap_err();
+            assert_eq!(err.field, "inviterFullName");
+            assert!(err.message.contains(why), "{refused}: {}", err.message);
+        }
     }
 
     #[test]
@@ -679,6 +902,22 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever a request's name holds, an accepted one carries no address, no link and no
+        /// phone number into the email.
+        #[test]
+        fn an_accepted_inviter_name_carries_no_contact_details(s in "[ a-zA-Z0-9@:/.+()-]{0,40}") {
+            if let Ok(name) = parse_inviter_full_name("inviterFullName", &s) {
+                prop_assert!(!name.contains('@'));
+                prop_assert!(!name.contains("://"));
+                let longest_run = name
+                    .split(|c: char| !(c.is_ascii_digit() || " +-.()/".contains(c)))
+                    .map(|run| run.chars().filter(char::is_ascii_digit).count())
+                    .max()
+                    .unwrap_or(0);
+                prop_assert!(longest_run < PHONE_DIGITS, "{name}");
+            }
+        }
+
         #[test]
         fn email_parser_never_panics_and_rejects_spaces(s in "\\PC{0,80}") {
             if let Ok(e) = parse_email("emailAddress", &s) {

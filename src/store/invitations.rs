@@ -4,7 +4,7 @@ use super::db::RowsById;
 use super::outbox::{OutboxMessage, enqueue};
 use super::record::{Count, FromRecord, Record};
 use super::sql::{DerivedColumns, Param, SqlBuilder, params};
-use super::{Backend, Db, StoreError};
+use super::{Backend, Db, StoreError, Tx};
 use crate::domain::filter::{Condition, Filter, Op, SortKey};
 use crate::domain::ids::ResourceId;
 use crate::domain::invitation::{Invitation, InvitationState, InvitationType};
@@ -111,17 +111,42 @@ pub enum Effect {
     Delete,
 }
 
+/// The caps a new invitation is counted against, in the transaction that stores it, so that
+/// creates at the same moment cannot pass them together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateCaps {
+    /// The most invitations the inviter may create in any 24 hours; None: no cap (staff).
+    pub per_customer_per_day: Option<i64>,
+    /// The most open invitations (sent, not expired) on the account or organization the
+    /// invitation names.
+    pub open_per_resource: i64,
+}
+
+/// Which cap a create would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapReached {
+    /// The inviter's creates in the last 24 hours; a place frees in `retry_after_ms`.
+    CustomerDaily { limit: i64, retry_after_ms: i64 },
+    /// Open invitations on the account or organization.
+    OpenOnResource { limit: i64 },
+}
+
+/// The window of `CreateCaps::per_customer_per_day`: a rolling 24 hours.
+pub const CREATE_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// A change applied to the invitation as it is when locked; returns what to write.
 pub type Change<'a> = &'a mut (dyn FnMut(&mut Invitation) -> Effect + Send);
 
 #[async_trait]
 pub trait InvitationRepository: Send + Sync {
-    /// Stores a new invitation and queues its email in one transaction.
+    /// Stores a new invitation and queues its email in one transaction, unless it would pass one
+    /// of `caps` (then nothing is written).
     async fn insert(
         &self,
         invitation: &Invitation,
         email: &OutboxMessage,
-    ) -> Result<(), StoreError>;
+        caps: &CreateCaps,
+    ) -> Result<Result<(), CapReached>, StoreError>;
     /// The invitation as of now (expiry derived), if it exists.
     async fn get(&self, id: &ResourceId) -> Result<Option<Invitation>, StoreError>;
     /// One page of the matching invitations (as of now) and the number of all matches, when it
@@ -139,6 +164,8 @@ pub trait InvitationRepository: Send + Sync {
     ) -> Result<Option<Invitation>, StoreError>;
     /// Persists the expiry of every `sent` invitation past its time; returns how many.
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+    /// Forgets the creates that no longer count against a daily cap.
+    async fn prune_creations(&self, now: Timestamp) -> Result<u64, StoreError>;
 }
 
 macro_rules! columns {
@@ -180,7 +207,7 @@ impl FromRecord for Invitation {
             email_address: row.column("email_address")?,
             first_name: row.column("first_name")?,
             last_name: row.column("last_name")?,
-            identification: row.column("identification")?,
+            sealed_identification: row.column("identification")?,
             account_uri: row.column("account_uri")?,
             organization_uri: row.column("organization_uri")?,
             role: row.column("role")?,
@@ -353,11 +380,23 @@ enum Reach<'a> {
     All,
     /// The customer's own invitations.
     Own(&'a str),
-    /// Those on the accounts or organizations the customer holds.
+    /// Those of one type on the accounts or organizations the customer holds, by the column
+    /// that type names.
     On {
+        kind: InvitationType,
         column: &'static str,
         resources: &'a [String],
     },
+}
+
+/// The column of the URI an invitation's type names (`InvitationType::resource_field`): the
+/// only one its visibility follows.
+fn resource_column(kind: InvitationType) -> Option<&'static str> {
+    match kind.resource_field()? {
+        "accountUri" => Some("account_uri"),
+        "organizationUri" => Some("organization_uri"),
+        other => unreachable!("no column for the resource field {other}"),
+    }
 }
 
 impl<'a> Reach<'a> {
@@ -379,9 +418,16 @@ impl<'a> Reach<'a> {
                 } else {
                     vec![resources]
                 };
-                for column in ["account_uri", "organization_uri"] {
+                for kind in InvitationType::ALL {
+                    let Some(column) = resource_column(kind) else {
+                        continue;
+                    };
                     for resources in &groups {
-                        reaches.push(Reach::On { column, resources });
+                        reaches.push(Reach::On {
+                            kind,
+                            column,
+                            resources,
+                        });
                     }
                 }
                 reaches
@@ -403,7 +449,16 @@ fn push_matching(
         Reach::Own(customer_id) => q
             .push("customer_id = ")
             .bind(Param::Text((*customer_id).to_owned())),
-        Reach::On { column, resources } => q
+        // The type as a literal: it is the domain's own name, and the account and organization
+        // indexes carry it, so the walk decides it in the index.
+        Reach::On {
+            kind,
+            column,
+            resources,
+        } => q
+            .push("type = '")
+            .push(kind.as_str())
+            .push("' AND ")
             .push(column)
             .push(" IN ")
             .bind_list(texts(resources.iter().map(String::as_str))),
@@ -657,8 +712,16 @@ fn list_statements(
 
 #[async_trait]
 impl InvitationRepository for SqlInvitations {
-    async fn insert(&self, i: &Invitation, email: &OutboxMessage) -> Result<(), StoreError> {
+    async fn insert(
+        &self,
+        i: &Invitation,
+        email: &OutboxMessage,
+        caps: &CreateCaps,
+    ) -> Result<Result<(), CapReached>, StoreError> {
         let mut tx = self.db.begin().await?;
+        if let Err(reached) = check_caps(&mut tx, self.db.backend, i, caps).await? {
+            return Ok(Err(reached));
+        }
         tx.execute(SqlBuilder::fixed(
             concat!(
                 "INSERT INTO invitations (",
@@ -673,7 +736,7 @@ impl InvitationRepository for SqlInvitations {
                 &i.email_address,
                 i.first_name.as_deref(),
                 i.last_name.as_deref(),
-                i.identification.as_deref(),
+                i.sealed_identification.as_deref(),
                 i.account_uri.as_deref(),
                 i.organization_uri.as_deref(),
                 i.role.as_deref(),
@@ -693,9 +756,14 @@ impl InvitationRepository for SqlInvitations {
             ],
         ))
         .await?;
+        tx.execute(SqlBuilder::fixed(
+            "INSERT INTO invitation_creations (customer_id, created_at) VALUES ($1, $2)",
+            params![&i.customer_id, i.created_at.millis()],
+        ))
+        .await?;
         enqueue(&mut tx, email).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Ok(()))
     }
 
     async fn get(&self, id: &ResourceId) -> Result<Option<Invitation>, StoreError> {
@@ -804,6 +872,104 @@ impl InvitationRepository for SqlInvitations {
             ))
             .await
     }
+
+    async fn prune_creations(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.db
+            .execute(SqlBuilder::fixed(
+                "DELETE FROM invitation_creations WHERE created_at <= $1",
+                params![now.millis() - CREATE_WINDOW_MS],
+            ))
+            .await
+    }
+}
+
+/// The creates in the window, and the oldest of them.
+struct Creations {
+    count: i64,
+    oldest: Option<i64>,
+}
+
+impl FromRecord for Creations {
+    fn from_record(row: &impl Record) -> Result<Self, StoreError> {
+        Ok(Self {
+            count: row.column("n")?,
+            oldest: row.column("oldest")?,
+        })
+    }
+}
+
+/// Counts `invitation` against `caps` inside the transaction that would store it. On
+/// PostgreSQL, a transaction-scoped advisory lock on the inviter and one on the resource make
+/// concurrent creates of the same inviter or on the same resource count one after the other
+/// (always in that order, so two creates cannot wait for each other); on SQLite the write
+/// transaction already holds the database's one write lock.
+async fn check_caps(
+    tx: &mut Tx,
+    backend: Backend,
+    invitation: &Invitation,
+    caps: &CreateCaps,
+) -> Result<Result<(), CapReached>, StoreError> {
+    let resource = invitation
+        .resource_uri()
+        .zip(resource_column(invitation.kind));
+    if backend == Backend::Postgres {
+        let mut keys = Vec::new();
+        if caps.per_customer_per_day.is_some() {
+            keys.push(format!(
+                "invitations of customer {}",
+                invitation.customer_id
+            ));
+        }
+        if let Some((uri, _)) = resource {
+            keys.push(format!("invitations on {uri}"));
+        }
+        for key in keys {
+            tx.execute(SqlBuilder::fixed(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                params![key],
+            ))
+            .await?;
+        }
+    }
+    let now = invitation.created_at.millis();
+    if let Some(limit) = caps.per_customer_per_day {
+        let window_start = now - CREATE_WINDOW_MS;
+        let created: Option<Creations> = tx
+            .fetch_optional(SqlBuilder::fixed(
+                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM invitation_creations \
+                 WHERE customer_id = $1 AND created_at > $2",
+                params![&invitation.customer_id, window_start],
+            ))
+            .await?;
+        if let Some(Creations { count, oldest }) = created
+            && count >= limit
+        {
+            let frees_at = oldest.unwrap_or(now) + CREATE_WINDOW_MS;
+            return Ok(Err(CapReached::CustomerDaily {
+                limit,
+                retry_after_ms: (frees_at - now).max(0),
+            }));
+        }
+    }
+    if let Some((uri, column)) = resource {
+        let mut open = SqlBuilder::new("SELECT COUNT(*) AS n FROM invitations WHERE type = '");
+        open.push(invitation.kind.as_str())
+            .push("' AND ")
+            .push(column)
+            .push(" = ")
+            .bind(Param::Text(uri.to_owned()))
+            .push(" AND state = 'sent' AND expires_at > ")
+            .bind(Param::Int(now));
+        let Some(Count(count)) = tx.fetch_optional(open).await? else {
+            return Err(anyhow::anyhow!("a count query returned no row").into());
+        };
+        if count >= caps.open_per_resource {
+            return Ok(Err(CapReached::OpenOnResource {
+                limit: caps.open_per_resource,
+            }));
+        }
+    }
+    Ok(Ok(()))
 }
 
 #[cfg(test)]
@@ -980,8 +1146,8 @@ mod tests {
                 "SELECT * FROM ({} UNION {} UNION {} ORDER BY c, i LIMIT $7 OFFSET $8) AS page \
                  CROSS JOIN invitations ON invitations.id = page.i ORDER BY page.c, page.i",
                 walk("customer_id = $1", 2),
-                walk("account_uri IN ($3)", 4),
-                walk("organization_uri IN ($5)", 6),
+                walk("type = 'joint' AND account_uri IN ($3)", 4),
+                walk("type = 'authorizedSigner' AND organization_uri IN ($5)", 6),
             )
         );
         assert!(
@@ -1009,8 +1175,8 @@ mod tests {
             format!(
                 "SELECT * FROM invitations WHERE id IN (\
                  SELECT k FROM (SELECT id AS k FROM invitations WHERE customer_id = $1 {}) AS reach0 \
-                 UNION SELECT k FROM (SELECT id AS k FROM invitations WHERE account_uri IN ($5) {}) AS reach1 \
-                 UNION SELECT k FROM (SELECT id AS k FROM invitations WHERE organization_uri IN ($9) {}) AS reach2) \
+                 UNION SELECT k FROM (SELECT id AS k FROM invitations WHERE type = 'joint' AND account_uri IN ($5) {}) AS reach1 \
+                 UNION SELECT k FROM (SELECT id AS k FROM invitations WHERE type = 'authorizedSigner' AND organization_uri IN ($9) {}) AS reach2) \
                  ORDER BY created_at, id LIMIT $13 OFFSET $14",
                 conditions(2),
                 conditions(6),

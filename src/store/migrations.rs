@@ -28,6 +28,7 @@ const FILES: &[(&str, &str)] = embedded![
     "0009_invitation_customer_group.sql",
     "0010_email_outbox_unsent.sql",
     "0011_email_outbox_failed.sql",
+    "0012_invitation_type_resource_and_caps.sql",
 ];
 
 pub fn migrator() -> anyhow::Result<Migrator> {

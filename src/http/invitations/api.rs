@@ -11,13 +11,16 @@ use crate::domain::filter::{SyntaxError, parse_filter, parse_sort};
 use crate::domain::ids::ResourceId;
 use crate::domain::invitation::{
     Changed, Invitation, InvitationState, InvitationType, NewInvitation, NewInvitationInput,
-    Refusal, SharedSecret, negotiate_locale, parse_email, parse_resource_uri,
+    Refusal, SharedSecret, inviter_name_from_token, negotiate_locale, parse_email,
+    parse_resource_uri,
 };
 use crate::domain::time::Timestamp;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{IfMatch, IfNoneMatch, JsonBody, authenticate, path_id};
-use crate::store::invitations::{Effect, FIELDS, InvitationQuery, Visibility};
+use crate::store::invitations::{
+    CapReached, CreateCaps, Effect, FIELDS, InvitationQuery, Visibility,
+};
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, RawQuery, State};
@@ -176,7 +179,7 @@ pub struct InvitationBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub identification: Option<&'a str>,
+    pub identification: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_uri: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,12 +313,20 @@ impl InvitationsContext {
             send: sent && access.may_act() && inv.resends_left(self.settings.resend_limit) > 0,
             complete: inv.state == InvitationState::Accepted && access == Access::Staff,
         };
-        let shared_secret = if access.may_act() {
-            Some(self.secrets.open(id, &inv.sealed_secret).map_err(|e| {
-                ApiError::internal(anyhow::Error::new(e).context(format!("invitation {id}")))
-            })?)
+        let unsealing =
+            |e| ApiError::internal(anyhow::Error::new(e).context(format!("invitation {id}")));
+        // Government id digits, like the secret, stay with the inviter and staff.
+        let (shared_secret, identification) = if access.may_act() {
+            (
+                Some(
+                    self.secrets
+                        .open(id, &inv.sealed_secret)
+                        .map_err(unsealing)?,
+                ),
+                self.open_identification(inv).map_err(unsealing)?,
+            )
         } else {
-            None
+            (None, None)
         };
         Ok(InvitationBody {
             profile: INVITATION_PROFILE,
@@ -326,8 +337,7 @@ impl InvitationsContext {
             email_address: &inv.email_address,
             first_name: inv.first_name.as_deref(),
             last_name: inv.last_name.as_deref(),
-            // Government id digits, like the secret, stay with the inviter and staff.
-            identification: inv.identification.as_deref().filter(|_| access.may_act()),
+            identification,
             account_uri: inv.account_uri.as_deref(),
             organization_uri: inv.organization_uri.as_deref(),
             role: inv.role.as_deref(),
@@ -712,6 +722,11 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     require_scope(&caller, Scope::Write)?;
     let ctx = &state.invitations;
+    // A customer's name comes from their token when it has one: the email goes out in the
+    // bank's name, and its subject starts with this. Staff write as the institution.
+    let token_name = (!caller.admin)
+        .then(|| inviter_name_from_token(&caller.user.first_name, &caller.user.last_name))
+        .flatten();
     let new = NewInvitation::parse(NewInvitationInput {
         kind: &body.r#type,
         email_address: &body.email_address,
@@ -722,6 +737,7 @@ pub async fn create(
         organization_uri: body.organization_uri.as_deref(),
         role: body.role.as_deref(),
         inviter_full_name: &body.inviter_full_name,
+        inviter_name_from_token: token_name.as_deref(),
         shared_secret: &body.shared_secret,
         attributes: body.attributes,
     })?;
@@ -730,13 +746,16 @@ pub async fn create(
     let id = ResourceId::generate();
     let invitation = Invitation {
         sealed_secret: ctx.secrets.seal(id.as_str(), new.shared_secret.expose()),
+        sealed_identification: new
+            .identification
+            .as_deref()
+            .map(|digits| ctx.seal_identification(&id, digits)),
         id,
         kind: new.kind,
         state: InvitationState::Sent,
         email_address: new.email_address,
         first_name: new.first_name,
         last_name: new.last_name,
-        identification: new.identification,
         account_uri: new.account_uri,
         organization_uri: new.organization_uri,
         role: new.role,
@@ -753,9 +772,19 @@ pub async fn create(
         updated_at: now,
         expires_at: now.plus_days(ctx.settings.expiry_days),
     };
+    let caps = CreateCaps {
+        per_customer_per_day: (!caller.admin)
+            .then_some(ctx.settings.daily_invitations_per_customer),
+        open_per_resource: ctx.settings.open_invitations_per_resource,
+    };
     ctx.repo
-        .insert(&invitation, &ctx.email(&invitation, locale_of(&headers)))
-        .await?;
+        .insert(
+            &invitation,
+            &ctx.email(&invitation, locale_of(&headers)),
+            &caps,
+        )
+        .await?
+        .map_err(|reached| cap_error(reached, new.kind))?;
     state.mail.wake();
     let access = if caller.admin {
         Access::Staff
@@ -769,8 +798,9 @@ pub async fn create(
     Ok(res)
 }
 
-/// The inviter must hold the account or organization (staff may invite to any), product
-/// promotions are for staff, and an account without joint owners refuses joint invitations.
+/// The inviter must hold the account or organization in a role that may invite to it (staff
+/// may invite to any), product promotions are for staff, and an account without joint owners
+/// refuses joint invitations.
 async fn check_inviter(
     ctx: &InvitationsContext,
     caller: &Caller,
@@ -781,26 +811,38 @@ async fn check_inviter(
             "Product promotion invitations are sent by the financial institution's staff",
         ));
     }
-    if let Some(resource) = new.resource_uri()
+    if let (Some(resource), Some(field)) = (new.resource_uri(), new.kind.resource_field())
         && !caller.admin
-        && !ctx
-            .held_by(&caller.user.id)
-            .await?
-            .iter()
-            .any(|r| r == resource)
     {
-        let field = if new.kind == InvitationType::Joint {
-            "accountUri"
-        } else {
-            "organizationUri"
+        let inviting_roles = match new.kind {
+            InvitationType::Joint => &ctx.settings.account_inviter_roles,
+            _ => &ctx.settings.organization_inviter_roles,
         };
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "notEntitled",
-            "Not Entitled",
-            format!("You may not invite people to this {field}"),
-        )
-        .with_attributes(json!({ "field": field })));
+        let held = ctx.entitlements_of(&caller.user.id).await?;
+        let roles: Vec<&str> = held
+            .iter()
+            .filter(|e| e.resource_uri == resource)
+            .map(|e| e.role.as_str())
+            .collect();
+        let may_invite = roles
+            .iter()
+            .any(|role| inviting_roles.iter().any(|r| r.eq_ignore_ascii_case(role)));
+        if !may_invite {
+            let detail = match roles.as_slice() {
+                [] => format!("You may not invite people to this {field}"),
+                held => format!(
+                    "Your role on this {field} ({}) may not invite people to it",
+                    held.join(", ")
+                ),
+            };
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "notEntitled",
+                "Not Entitled",
+                detail,
+            )
+            .with_attributes(json!({ "field": field })));
+        }
     }
     if new.kind == InvitationType::Joint
         && let Some(account) = &new.account_uri
@@ -814,6 +856,45 @@ async fn check_inviter(
         .with_remediation("Contact your financial institution."));
     }
     Ok(())
+}
+
+/// The answer to a create past a cap: 429 with `Retry-After` for the inviter's daily creates,
+/// 409 for the open invitations on one account or organization.
+fn cap_error(reached: CapReached, kind: InvitationType) -> ApiError {
+    match reached {
+        CapReached::CustomerDaily {
+            limit,
+            retry_after_ms,
+        } => {
+            // Whole seconds, rounded up: never before a place is free.
+            let retry_after_secs = u64::try_from(retry_after_ms)
+                .unwrap_or(0)
+                .div_ceil(1000)
+                .max(1);
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "invitationLimitReached",
+                "Invitation Limit Reached",
+                format!("You have created {limit} invitations in the last 24 hours, the most allowed"),
+            )
+            .with_attributes(json!({ "limit": limit, "windowHours": 24 }))
+            .with_remediation("Wait until the time in Retry-After has passed, or contact your financial institution.");
+            e.retry_after_secs = Some(retry_after_secs);
+            e
+        }
+        CapReached::OpenOnResource { limit } => {
+            let field = kind.resource_field().unwrap_or("accountUri");
+            ApiError::conflict(
+                "tooManyOpenInvitations",
+                "Too Many Open Invitations",
+                format!("This {field} already has {limit} open invitations, the most allowed"),
+            )
+            .with_attributes(json!({ "field": field, "limit": limit }))
+            .with_remediation(
+                "Wait for the invitees to answer, or revoke an invitation you no longer need.",
+            )
+        }
+    }
 }
 
 // ---- One invitation -------------------------------------------------------------------

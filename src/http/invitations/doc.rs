@@ -324,8 +324,15 @@ fn constrain_create(doc: &mut OpenApiDoc) {
             label = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
         ),
     });
-    properties["inviterFullName"] =
-        json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": text});
+    // Used when the caller's token has no name; then it must read as a name
+    // (`domain::invitation::parse_inviter_full_name`): the pattern says what it can of that.
+    properties["inviterFullName"] = json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 200,
+        "pattern": format!("^[^@{CONTROL_CHARS}]*$"),
+        "description": "The inviter's name as the invitation email shows it. A customer's name is taken from their token's `given_name` and `family_name` when it has them, and this value is then ignored; otherwise it must be a name: no `@`, web address or phone number.",
+    });
     for name in ["firstName", "lastName"] {
         properties[name] =
             json!({"type": ["string", "null"], "minLength": 1, "maxLength": 100, "pattern": text});
@@ -337,6 +344,12 @@ fn constrain_create(doc: &mut OpenApiDoc) {
     let variant = |kind: &str, required: Option<&str>, role: bool| {
         let mut v = base.clone();
         v["properties"]["type"] = json!({"type": "string", "enum": [kind]});
+        // Only the URI the type names (`InvitationType::resource_field`) is taken.
+        for name in ["accountUri", "organizationUri"] {
+            if Some(name) != required {
+                v["properties"][name] = json!({"type": "null"});
+            }
+        }
         if let Some(field) = required {
             v["properties"][field] =
                 json!({"type": "string", "minLength": 1, "maxLength": 2048, "pattern": uri});

@@ -10,11 +10,13 @@ use crate::auth::Caller;
 use crate::config::InvitationsConfig;
 use crate::domain::attempts::AttemptLimit;
 use crate::domain::ids::ResourceId;
-use crate::domain::invitation::{Invitation, InvitationState, Refusal};
-use crate::domain::sealed::{SecretBox, secrets_match};
+use crate::domain::invitation::{
+    Invitation, InvitationState, Refusal, identification_binding, is_identification_digits,
+};
+use crate::domain::sealed::{SealError, SecretBox, secrets_match};
 use crate::domain::time::Timestamp;
 use crate::store::attempts::AttemptCounter;
-use crate::store::entitlements::Entitlements;
+use crate::store::entitlements::{Entitlement, Entitlements};
 use crate::store::invitations::{Effect, InvitationRepository};
 use crate::store::outbox::OutboxMessage;
 use axum::http::{HeaderMap, StatusCode};
@@ -175,11 +177,15 @@ impl InvitationsContext {
                     outcome = Verification::Refused(refusal);
                     return Effect::None;
                 }
-                let Ok(expected) = self.secrets.open(inv.id.as_str(), &inv.sealed_secret) else {
+                let (Ok(expected), Ok(identification)) = (
+                    self.secrets.open(inv.id.as_str(), &inv.sealed_secret),
+                    self.open_identification(inv),
+                ) else {
                     broken_seal = true;
                     return Effect::None;
                 };
-                let matched = secrets_match(secret, &expected) && claimed.matches(inv);
+                let matched = secrets_match(secret, &expected)
+                    && claimed.matches(inv, identification.as_deref());
                 inv.record_verification(Timestamp::now(), matched);
                 outcome = if matched {
                     Verification::Accepted(Box::new(inv.clone()))
@@ -191,7 +197,8 @@ impl InvitationsContext {
             .await?;
         if broken_seal {
             return Err(ApiError::internal(anyhow::anyhow!(
-                "the shared secret of invitation {id} does not open with the configured key"
+                "the shared secret or identification of invitation {id} does not open with the \
+                 configured key"
             )));
         }
         if changed.is_none() {
@@ -213,14 +220,42 @@ impl InvitationsContext {
         Ok(access_given(caller, inv, &held))
     }
 
-    /// The accounts and organizations a customer holds. An entitlements source that fails makes
-    /// the request fail with 503: answering without it could show or allow too much.
+    /// The accounts and organizations a customer holds, whatever their role (any holder may see
+    /// the invitations on them). An entitlements source that fails makes the request fail with
+    /// 503: answering without it could show or allow too much.
     pub async fn held_by(&self, customer_id: &str) -> Result<Vec<String>, ApiError> {
+        self.entitlements_of(customer_id)
+            .await
+            .map(|held| held.into_iter().map(|e| e.resource_uri).collect())
+    }
+
+    /// A customer's entitlements, with their roles (503 when the source fails, as `held_by`).
+    pub async fn entitlements_of(&self, customer_id: &str) -> Result<Vec<Entitlement>, ApiError> {
         self.entitlements
             .of_customer(customer_id)
             .await
-            .map(|held| held.into_iter().map(|e| e.resource_uri).collect())
             .map_err(entitlements_unavailable)
+    }
+
+    /// The invitation's government id digits, opened (or as stored, when plain).
+    pub fn open_identification(&self, inv: &Invitation) -> Result<Option<String>, SealError> {
+        inv.sealed_identification
+            .as_deref()
+            .map(|stored| {
+                if is_identification_digits(stored) {
+                    Ok(stored.to_owned())
+                } else {
+                    self.secrets
+                        .open(&identification_binding(inv.id.as_str()), stored)
+                }
+            })
+            .transpose()
+    }
+
+    /// Seals government id digits for the invitation `id`.
+    pub fn seal_identification(&self, id: &ResourceId, digits: &str) -> String {
+        self.secrets
+            .seal(&identification_binding(id.as_str()), digits)
     }
 
     pub async fn joint_owners_disabled(&self, account_uri: &str) -> Result<bool, ApiError> {
@@ -270,8 +305,9 @@ impl InvitationsContext {
     }
 
     /// The background sweeper: every `sweep_interval_secs`, persists expired invitations and
-    /// forgets finished per-address attempt windows, until `stop` turns true. Running it on
-    /// several instances at once is harmless: both statements are idempotent.
+    /// forgets creates past the daily cap's window and finished per-address attempt windows,
+    /// until `stop` turns true. Running it on
+    /// several instances at once is harmless: each statement is idempotent.
     pub async fn sweep_until_stopped(
         self: Arc<Self>,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -293,6 +329,12 @@ impl InvitationsContext {
             Ok(n) => tracing::info!(expired = n, "invitations expired"),
             Err(err) => tracing::warn!(error = format!("{err:#}"), "expiring invitations failed"),
         }
+        if let Err(err) = self.repo.prune_creations(now).await {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                "pruning counted invitation creates failed"
+            );
+        }
         let window = self.attempt_limit().window_ms;
         if let Err(err) = self.attempts.prune(now.millis() - window).await {
             tracing::warn!(
@@ -311,21 +353,24 @@ pub fn access_given(caller: &Caller, inv: &Invitation, held: &[String]) -> Optio
     if inv.customer_id == caller.user.id {
         return Some(Access::Owner);
     }
-    let holds = |uri: &Option<String>| uri.as_ref().is_some_and(|u| held.contains(u));
-    (holds(&inv.account_uri) || holds(&inv.organization_uri)).then_some(Access::Viewer)
+    // Only the URI the invitation's type names: another one on the row was never checked
+    // against the inviter's entitlements.
+    inv.resource_uri()
+        .is_some_and(|uri| held.iter().any(|h| h == uri))
+        .then_some(Access::Viewer)
 }
 
 impl Claimed<'_> {
     /// Identity data given with a verification must match where the invitation has it (names
-    /// ignoring case and surrounding spaces).
-    fn matches(&self, inv: &Invitation) -> bool {
-        let same = |given: Option<&str>, known: &Option<String>| match (given, known) {
+    /// ignoring case and surrounding spaces); `identification` is the invitation's, opened.
+    fn matches(&self, inv: &Invitation, identification: Option<&str>) -> bool {
+        let same = |given: Option<&str>, known: Option<&str>| match (given, known) {
             (Some(g), Some(k)) => g.trim().to_lowercase() == k.trim().to_lowercase(),
             _ => true,
         };
-        same(self.first_name, &inv.first_name)
-            && same(self.last_name, &inv.last_name)
-            && same(self.identification, &inv.identification)
+        same(self.first_name, inv.first_name.as_deref())
+            && same(self.last_name, inv.last_name.as_deref())
+            && same(self.identification, identification)
     }
 }
 
