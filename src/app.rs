@@ -23,6 +23,8 @@ pub struct Application {
     invitations: Arc<crate::http::invitations::InvitationsContext>,
     /// The audience sync engine, started by `run_until` (None when `sync.enabled` is false).
     sync_engine: Option<Arc<crate::sync::SyncEngine>>,
+    /// The OIDC issuer's keys, refreshed by `run_until` (None in dev mode without OIDC).
+    oidc: Option<Arc<OidcVerifier>>,
     /// How long a client may take to send a request head (`http.header_read_timeout_secs`).
     header_read_timeout: Duration,
 }
@@ -56,7 +58,7 @@ impl Application {
         .await?
         .with_row_caches(config.database.row_cache_entries)?;
         db.migrate().await?;
-        let auth = authenticator(&config).await?;
+        let (auth, oidc) = authenticator(&config).await?;
         let providers = Arc::new(config.effective_providers());
         let mail = crate::mail::worker(&config, db.clone())?;
         let listener = TcpListener::bind(config.listen)
@@ -96,6 +98,7 @@ impl Application {
             address,
             invitations,
             sync_engine,
+            oidc,
             header_read_timeout,
         })
     }
@@ -124,6 +127,9 @@ impl Application {
                 .clone()
                 .sweep_until_stopped(stopped.clone()),
         );
+        let key_refresher = self
+            .oidc
+            .map(|oidc| tokio::spawn(oidc.refresh_until_stopped(stopped.clone())));
         let engine = self
             .sync_engine
             .map(|engine| tokio::spawn(engine.run(stopped)));
@@ -140,6 +146,9 @@ impl Application {
             let _ = engine.await;
         }
         let _ = sweeper.await;
+        if let Some(key_refresher) = key_refresher {
+            let _ = key_refresher.await;
+        }
         mail.stop().await;
         self.db.close().await;
         Ok(())
@@ -149,23 +158,33 @@ impl Application {
 /// Dev mode's generated API key, named `dev`, beside the configured ones.
 type ExtraApiKeys = Vec<(String, [u8; 32])>;
 
-async fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
-    let (verifier, dev_keys): (Arc<dyn TokenVerifier>, ExtraApiKeys) =
+/// The authenticator, and the OIDC verifier whose keys `run_until` keeps fresh (if any).
+async fn authenticator(
+    config: &Config,
+) -> anyhow::Result<(Authenticator, Option<Arc<OidcVerifier>>)> {
+    let (verifier, dev_keys, oidc): (Arc<dyn TokenVerifier>, ExtraApiKeys, _) =
         match (&config.auth.oidc, config.mode) {
-            (Some(oidc), _) => (
-                OidcVerifier::discover(http_client()?, &oidc.discovery_url, &oidc.audience).await?,
-                Vec::new(),
-            ),
+            (Some(oidc), _) => {
+                let verifier = OidcVerifier::discover(
+                    http_client()?,
+                    &oidc.discovery_url,
+                    &oidc.audience,
+                    Duration::from_secs(oidc.jwks_refresh_secs),
+                )
+                .await?;
+                (verifier.clone(), Vec::new(), Some(verifier))
+            }
             (None, Mode::Dev) => {
                 let creds = DevCredentials::load_or_create(&config.data_dir)?;
                 (
                     Arc::new(LocalKeyVerifier::new(&creds.signing_key)),
                     vec![("dev".to_owned(), hash_api_key(&creds.api_key))],
+                    None,
                 )
             }
             (None, Mode::Production) => anyhow::bail!("production mode needs [auth.oidc]"),
         };
-    Ok(Authenticator::new(&config.auth, &dev_keys, verifier))
+    Ok((Authenticator::new(&config.auth, &dev_keys, verifier), oidc))
 }
 
 /// The two header lines `tandem dev-credentials` prints and the start-up banner uses.

@@ -140,6 +140,14 @@ pub struct OidcConfig {
     pub discovery_url: String,
     /// Expected `aud` of access tokens.
     pub audience: String,
+    /// How often the issuer's keys (JWKS) are fetched again when its response gives no
+    /// `Cache-Control: max-age`; with one, that max-age (1 minute to 24 hours) applies.
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    600
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -537,6 +545,11 @@ impl Config {
                 }
                 self.refuse_insecure_transports()?;
             }
+        }
+        if let Some(oidc) = &self.auth.oidc
+            && oidc.jwks_refresh_secs == 0
+        {
+            bail!("auth.oidc.jwks_refresh_secs must be at least 1");
         }
         for key in &self.auth.api_keys {
             if key.sha256.len() != 64 || hex::decode(&key.sha256).is_err() {
@@ -1013,6 +1026,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.mode, Mode::Production);
+        assert_eq!(c.auth.oidc.as_ref().unwrap().jwks_refresh_secs, 600);
+        let mut no_refresh = c.clone();
+        no_refresh.auth.oidc.as_mut().unwrap().jwks_refresh_secs = 0;
+        let err = no_refresh.check().unwrap_err();
+        assert!(err.to_string().contains("jwks_refresh_secs"), "{err}");
         assert!(
             c.effective_providers().is_empty(),
             "production has only configured providers"

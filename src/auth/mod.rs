@@ -67,10 +67,18 @@ struct TokenIdentity {
 
 /// Tokens that passed verification, so that a client's repeated calls skip the signature check
 /// and claim parsing (an RSA or ECDSA check costs far more than the request it guards). An
-/// entry lives until the token's `exp` or `TOKEN_CACHE_TTL_MS`, whichever comes first, so a key
-/// the issuer withdraws stops being honoured within that time.
+/// entry lives until the token's `exp` or `TOKEN_CACHE_TTL_MS`, whichever comes first, and only
+/// while the verifier's keys are those it was verified with: a key the issuer withdraws stops
+/// being honoured as soon as the verifier's next JWKS fetch finds it gone (see `OidcVerifier`).
 struct VerifiedTokens {
-    entries: Mutex<HashMap<Box<str>, (TokenIdentity, i64)>>,
+    entries: Mutex<HashMap<Box<str>, VerifiedToken>>,
+}
+
+struct VerifiedToken {
+    identity: TokenIdentity,
+    valid_until_ms: i64,
+    /// The verifier's `keys_version` when the token was verified.
+    keys_version: u64,
 }
 
 const TOKEN_CACHE_TTL_MS: i64 = 60_000;
@@ -78,13 +86,21 @@ const TOKEN_CACHE_TTL_MS: i64 = 60_000;
 const TOKEN_CACHE_CAPACITY: usize = 10_000;
 
 impl VerifiedTokens {
-    fn get(&self, token: &str, now_ms: i64) -> Option<TokenIdentity> {
+    fn get(&self, token: &str, now_ms: i64, keys_version: u64) -> Option<TokenIdentity> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let (identity, valid_until) = entries.get(token)?;
-        (now_ms < *valid_until).then(|| identity.clone())
+        let entry = entries.get(token)?;
+        (now_ms < entry.valid_until_ms && entry.keys_version == keys_version)
+            .then(|| entry.identity.clone())
     }
 
-    fn insert(&self, token: &str, identity: TokenIdentity, claims: &Claims, now_ms: i64) {
+    fn insert(
+        &self,
+        token: &str,
+        identity: TokenIdentity,
+        claims: &Claims,
+        now_ms: i64,
+        keys_version: u64,
+    ) {
         let Some(exp_ms) = claims
             .get("exp")
             .and_then(Value::as_i64)
@@ -92,15 +108,22 @@ impl VerifiedTokens {
         else {
             return;
         };
-        let valid_until = exp_ms.min(now_ms + TOKEN_CACHE_TTL_MS);
+        let valid_until_ms = exp_ms.min(now_ms + TOKEN_CACHE_TTL_MS);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= TOKEN_CACHE_CAPACITY {
-            entries.retain(|_, (_, until)| now_ms < *until);
+            entries.retain(|_, entry| now_ms < entry.valid_until_ms);
             if entries.len() >= TOKEN_CACHE_CAPACITY {
                 entries.clear();
             }
         }
-        entries.insert(token.into(), (identity, valid_until));
+        entries.insert(
+            token.into(),
+            VerifiedToken {
+                identity,
+                valid_until_ms,
+                keys_version,
+            },
+        );
     }
 }
 
@@ -152,13 +175,15 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingToken)?;
         let now_ms = crate::domain::time::Timestamp::now().millis();
-        let identity = match self.verified.get(token, now_ms) {
+        // Read before verifying: a key change during verification then misses next time.
+        let keys_version = self.verifier.keys_version();
+        let identity = match self.verified.get(token, now_ms, keys_version) {
             Some(identity) => identity,
             None => {
                 let claims = self.verifier.verify(token).await?;
-                let identity = self.identity_from(&claims);
+                let identity = self.identity_from(&claims)?;
                 self.verified
-                    .insert(token, identity.clone(), &claims, now_ms);
+                    .insert(token, identity.clone(), &claims, now_ms, keys_version);
                 identity
             }
         };
@@ -184,9 +209,12 @@ impl Authenticator {
             .ok_or(AuthError::UnknownApiKey)
     }
 
-    fn identity_from(&self, claims: &Claims) -> TokenIdentity {
+    fn identity_from(&self, claims: &Claims) -> Result<TokenIdentity, AuthError> {
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-        let subject = text("sub").unwrap_or_default();
+        // A subject names someone: an empty one (or one that is not a string) names nobody.
+        let subject = text("sub")
+            .filter(|sub| !sub.is_empty())
+            .ok_or_else(|| AuthError::InvalidToken("the token's sub is empty".into()))?;
         let scopes: Vec<String> = text("scope")
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default();
@@ -208,13 +236,13 @@ impl Authenticator {
             "" => None,
             claim => customer_group(claims.get(claim)),
         };
-        TokenIdentity {
+        Ok(TokenIdentity {
             subject,
             user,
             scopes,
             admin,
             customer_group,
-        }
+        })
     }
 }
 
@@ -241,14 +269,19 @@ fn customer_group(claim: Option<&Value>) -> Option<String> {
     }
 }
 
+/// What `user_id_for` puts before a subject's digest. Subjects that begin with it are digested
+/// too, so no token can name a digest as its subject and become that digest's user.
+const DIGEST_ID_PREFIX: &str = "sub-";
+
 /// The `userAccountReference.id` for a token subject: the subject itself when it fits the
-/// seeds' id pattern, otherwise a stable digest of it (e.g. for `auth0|...` subjects).
+/// seeds' id pattern, otherwise (e.g. for `auth0|...` subjects, or ones that look like a
+/// digest id) `DIGEST_ID_PREFIX` and a stable digest of it.
 pub fn user_id_for(subject: &str) -> String {
-    if ResourceId::is_valid(subject) {
+    if ResourceId::is_valid(subject) && !subject.starts_with(DIGEST_ID_PREFIX) {
         subject.to_owned()
     } else {
         format!(
-            "sub-{}",
+            "{DIGEST_ID_PREFIX}{}",
             &hex::encode(Sha256::digest(subject.as_bytes()))[..40]
         )
     }
@@ -264,12 +297,34 @@ mod tests {
         let id = user_id_for("auth0|5f7c8ec7c33c6c004bbafe82");
         assert!(ResourceId::is_valid(&id), "{id}");
         assert_eq!(id, user_id_for("auth0|5f7c8ec7c33c6c004bbafe82"));
+        // Naming that id as the subject does not make a token that user.
+        let forged = user_id_for(&id);
+        assert_ne!(forged, id);
+        assert!(ResourceId::is_valid(&forged), "{forged}");
+    }
+
+    #[tokio::test]
+    async fn tokens_without_a_subject_are_refused() {
+        for claims in [
+            serde_json::json!({"sub": ""}),
+            serde_json::json!({"sub": 42}),
+            serde_json::json!({}),
+        ] {
+            let (auth, _) = authenticator_with(claims.clone());
+            let refused = auth.authenticate(Some("key"), Some("Bearer t1")).await;
+            assert_eq!(
+                refused.unwrap_err(),
+                AuthError::InvalidToken("the token's sub is empty".into()),
+                "{claims}"
+            );
+        }
     }
 
     /// Answers with fixed claims and counts how often it was asked.
     struct CountingVerifier {
         claims: Claims,
         calls: std::sync::atomic::AtomicUsize,
+        keys_version: std::sync::atomic::AtomicU64,
     }
 
     #[async_trait::async_trait]
@@ -277,6 +332,10 @@ mod tests {
         async fn verify(&self, _token: &str) -> Result<Claims, AuthError> {
             self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(self.claims.clone())
+        }
+
+        fn keys_version(&self) -> u64 {
+            self.keys_version.load(std::sync::atomic::Ordering::SeqCst)
         }
     }
 
@@ -291,6 +350,7 @@ mod tests {
         let verifier = Arc::new(CountingVerifier {
             claims: claims.as_object().cloned().unwrap_or_default(),
             calls: Default::default(),
+            keys_version: Default::default(),
         });
         let keys = [("client".to_owned(), hash_api_key("key"))];
         let auth = Authenticator::new(config, &keys, verifier.clone());
@@ -325,6 +385,25 @@ mod tests {
         // The API key is still checked on every call.
         let refused = auth.authenticate(Some("other"), Some("Bearer t1")).await;
         assert_eq!(refused.unwrap_err(), AuthError::UnknownApiKey);
+    }
+
+    #[tokio::test]
+    async fn cached_tokens_are_verified_again_once_the_keys_change() {
+        let exp = crate::domain::time::Timestamp::now().millis() / 1000 + 3600;
+        let (auth, verifier) = authenticator_with(serde_json::json!({
+            "sub": "user-000001", "exp": exp,
+        }));
+        let call = || auth.authenticate(Some("key"), Some("Bearer t1"));
+        call().await.unwrap();
+        call().await.unwrap();
+        assert_eq!(calls(&verifier), 1);
+        verifier
+            .keys_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        call().await.unwrap();
+        assert_eq!(calls(&verifier), 2, "verified with the new keys");
+        call().await.unwrap();
+        assert_eq!(calls(&verifier), 2, "and cached again");
     }
 
     #[tokio::test]
