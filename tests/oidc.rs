@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tandem::config::{ApiKeyConfig, Mode, OidcConfig};
+use tandem::config::{ApiKeyConfig, Config, Mode, OidcConfig};
 
 const API_KEY: &str = "production-client-key";
 const BASE: &str = "/bankingAdmin/customerAudienceConnections";
@@ -51,13 +51,22 @@ const RSA_MODULUS: &str = concat!(
     "C_iDgmlPUyBVwKQW0uUaC5Ehym0uVhb0nUuPwPvp3wVtsrnxjAUJZSFoKJj7y7n_hdWBYNPpRQkSaQ",
 );
 
-/// A fake issuer: its discovery document and a JWKS the test replaces, withdraws (the JWKS
-/// request then answers 503) and counts the fetches of.
+/// A fake issuer: its discovery document and a JWKS the test replaces, makes fail or hang,
+/// and counts the fetches of.
 struct FakeIssuer {
     base: String,
-    /// What `/jwks` serves; `None` answers 503.
-    jwks: Arc<Mutex<Option<Value>>>,
+    jwks: Arc<Mutex<Served>>,
     fetches: Arc<AtomicUsize>,
+}
+
+/// What the fake issuer's `/jwks` does.
+#[derive(Clone)]
+enum Served {
+    Keys(Value),
+    /// Answers 503.
+    Failing,
+    /// Never answers.
+    Hanging,
 }
 
 impl FakeIssuer {
@@ -66,15 +75,17 @@ impl FakeIssuer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let discovery = json!({"issuer": base, "jwks_uri": format!("{base}/jwks")});
-        let served = Arc::new(Mutex::new(Some(jwks)));
+        let served = Arc::new(Mutex::new(Served::Keys(jwks)));
         let fetches = Arc::new(AtomicUsize::new(0));
         let (jwks, count) = (served.clone(), fetches.clone());
         let serve_jwks = move || {
             count.fetch_add(1, Ordering::SeqCst);
             let current = jwks.lock().unwrap().clone();
             async move {
-                let Some(current) = current else {
-                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                let current = match current {
+                    Served::Keys(jwks) => jwks,
+                    Served::Failing => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                    Served::Hanging => std::future::pending().await,
                 };
                 let mut headers = HeaderMap::new();
                 if let Some(value) = cache_control {
@@ -97,12 +108,8 @@ impl FakeIssuer {
         }
     }
 
-    fn publish(&self, jwks: Value) {
-        *self.jwks.lock().unwrap() = Some(jwks);
-    }
-
-    fn fail(&self) {
-        *self.jwks.lock().unwrap() = None;
+    fn serve(&self, served: Served) {
+        *self.jwks.lock().unwrap() = served;
     }
 
     fn fetches(&self) -> usize {
@@ -141,8 +148,16 @@ fn unused_relay() -> tandem::config::SmtpConfig {
 /// The service in production mode, trusting `issuer` and refreshing its JWKS every
 /// `jwks_refresh_secs` (unless the issuer's `Cache-Control` says otherwise).
 async fn production_app(issuer: &FakeIssuer, jwks_refresh_secs: u64) -> TestApp {
+    TestApp::spawn_with(
+        Backend::Sqlite,
+        production_settings(issuer, jwks_refresh_secs),
+    )
+    .await
+}
+
+fn production_settings(issuer: &FakeIssuer, jwks_refresh_secs: u64) -> impl FnOnce(&mut Config) {
     let discovery_url = format!("{}/.well-known/openid-configuration", issuer.base);
-    TestApp::spawn_with(Backend::Sqlite, |c| {
+    move |c| {
         c.mode = Mode::Production;
         c.email.smtp = Some(unused_relay());
         c.invitations.secret_key = Some(tandem::domain::sealed::SecretBox::generate_key());
@@ -162,8 +177,7 @@ async fn production_app(issuer: &FakeIssuer, jwks_refresh_secs: u64) -> TestApp 
             name: "web".into(),
             sha256: hex::encode(tandem::auth::hash_api_key(API_KEY)),
         }];
-    })
-    .await
+    }
 }
 
 fn token(key: &SigningKey, kid: &str, claims: Value) -> String {
@@ -326,7 +340,7 @@ async fn a_key_the_issuer_withdraws_stops_being_trusted_at_the_next_refresh() {
     assert_eq!(status(&app, &old_token).await, 200);
 
     // The issuer rotates: k1 withdrawn, k2 published.
-    issuer.publish(json!({"keys": [ed25519_jwk(&new_key, "k2")]}));
+    issuer.serve(Served::Keys(json!({"keys": [ed25519_jwk(&new_key, "k2")]})));
     assert!(
         status_becomes(&app, &old_token, 401, Duration::from_secs(10)).await,
         "a token signed with the withdrawn key k1 is still accepted 10 s after the issuer \
@@ -337,7 +351,7 @@ async fn a_key_the_issuer_withdraws_stops_being_trusted_at_the_next_refresh() {
     assert_eq!(status(&app, &new_token).await, 200);
 
     // The issuer fails: two refreshes later, its last published set still holds.
-    issuer.fail();
+    issuer.serve(Served::Failing);
     let failed_from = issuer.fetches();
     let deadline = Instant::now() + Duration::from_secs(10);
     while issuer.fetches() < failed_from + 2 {
@@ -360,6 +374,41 @@ async fn the_issuers_max_age_sets_the_refresh_interval() {
     assert_eq!(issuer.fetches(), 1, "fetched at start-up");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(issuer.fetches(), 1, "not fetched again within the hour");
+}
+
+/// The key refresh stops with the service, even with a fetch in flight to an issuer that does
+/// not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_key_refresh_does_not_hold_up_shutdown() {
+    let key = SigningKey::from_bytes(&[42u8; 32]);
+    let issuer = FakeIssuer::start(json!({"keys": [ed25519_jwk(&key, "k1")]}), None).await;
+    let data_dir = std::env::temp_dir().join(format!("tandem-oidc-{}", uuid::Uuid::new_v4()));
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
+    production_settings(&issuer, 1)(&mut config);
+    let app = tandem::app::Application::build(config).await.unwrap();
+    issuer.serve(Served::Hanging);
+    let (shut_down, shutdown) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = shutdown.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while issuer.fetches() < 2 {
+        assert!(Instant::now() < deadline, "the JWKS is not fetched again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopping = Instant::now();
+    shut_down.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the service stops within 5 s while a key fetch hangs")
+        .unwrap()
+        .unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(data_dir);
 }
 
 /// `nbf` is checked with the leeway `exp` has (60 s) for clock skew.

@@ -157,12 +157,17 @@ impl OidcVerifier {
     }
 
     /// Fetches the key set again whenever the last one's lifetime is over (its max-age, or the
-    /// configured interval), until `stop` turns true.
+    /// configured interval), until `stop` turns true. A fetch in flight is abandoned then: it
+    /// has nothing to finish, and a slow issuer must not hold up shutdown.
     pub async fn refresh_until_stopped(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut wait = self.first_refresh;
         loop {
+            let next_refresh = async {
+                tokio::time::sleep(wait).await;
+                self.refresh().await
+            };
             tokio::select! {
-                _ = tokio::time::sleep(wait) => wait = self.refresh().await,
+                next_wait = next_refresh => wait = next_wait,
                 _ = stop.changed() => return,
             }
         }
