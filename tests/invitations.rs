@@ -1756,6 +1756,149 @@ async fn a_thousand_wrong_secrets_from_one_address_get_429_and_never_accept(back
     assert_eq!(body["invitationId"], id.as_str());
 }
 
+/// Twenty verifications at once from one new address, against an allowance of three: exactly
+/// three are counted and reach the invitation, the other seventeen get 429 (the count is one
+/// atomic statement, not a read and a write that concurrent requests interleave).
+async fn parallel_attempts_from_a_new_address_are_counted_exactly(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.invitations.trust_forwarded_for = true;
+        c.invitations.verify_max_attempts_per_ip = 3;
+        c.invitations.max_failed_verifications = 1000;
+    })
+    .await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    for round in 0..3 {
+        let address = format!("203.0.113.{}", 60 + round);
+        let guesses: Vec<String> = (0..20).map(|i| format!("guess {round}.{i}")).collect();
+        let attempts = guesses
+            .iter()
+            .map(|guess| verify(&app, &id, guess, &address));
+        let mut statuses = std::collections::BTreeMap::new();
+        for res in futures_util::future::join_all(attempts).await {
+            *statuses.entry(res.status().as_u16()).or_insert(0) += 1;
+        }
+        assert_eq!(
+            statuses,
+            [(400, 3), (429, 17)].into_iter().collect(),
+            "20 parallel attempts from {address}"
+        );
+    }
+    let view = app
+        .get_json(&app.customer(ALICE), &format!("{COLLECTION}/{id}"))
+        .await;
+    assert_eq!(view["verificationCount"], 9, "three per address reached it");
+}
+
+/// The database's counting rule is the domain's: the same verdicts, attempt by attempt, through
+/// windows that end, blocks that start and end, and attempts while blocked.
+async fn the_stored_count_follows_the_attempt_rule(backend: Backend) {
+    use tandem::domain::attempts::{AttemptLimit, Attempts};
+    use tandem::store::attempts::{AttemptCounter, SqlAttempts};
+    let app = spawn(backend).await;
+    let counter = SqlAttempts::new(app.db.clone());
+    let limit = AttemptLimit {
+        max_attempts: 3,
+        window_ms: 60_000,
+        block_ms: 300_000,
+    };
+    // Steps chosen to land before, on and after the ends of windows and blocks.
+    let steps = [0, 1, 999, 20_000, 59_999, 60_000, 120_001, 299_999, 300_000];
+    let mut model = Attempts::default();
+    let mut now = 1_700_000_000_000_i64;
+    let mut seed = 0x2545_f491_u64;
+    for attempt in 0..300 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        now += steps[(seed >> 33) as usize % steps.len()];
+        let expected = model.try_attempt(limit, now);
+        let stored = counter
+            .try_attempt("198.51.100.77", limit, now)
+            .await
+            .unwrap();
+        assert_eq!(stored, expected, "attempt {attempt} at {now}");
+    }
+}
+
+/// Every attempt's key in the per-address table, in order.
+async fn attempt_keys(app: &TestApp) -> Vec<String> {
+    sqlx::query("SELECT client FROM verification_attempts ORDER BY client")
+        .fetch_all(&app.db.read)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("client"))
+        .collect()
+}
+
+/// With `trust_forwarded_for`, the address is the last entry of the last `X-Forwarded-For`
+/// line (the one the proxy added), with any port or brackets taken off; when that entry is
+/// not an address, the TCP peer, never an earlier entry the client may have written itself.
+async fn the_forwarded_address_is_the_entry_the_proxy_added(backend: Backend) {
+    let app = spawn_with(backend, trusting_proxies).await;
+    let peer = "127.0.0.1";
+    let cases: &[(&[&str], &str)] = &[
+        (&["198.51.100.1, 203.0.113.9"], "203.0.113.9"),
+        (&["198.51.100.1, 203.0.113.9:4711"], "203.0.113.9"),
+        (&["198.51.100.1, [2001:db8::1]"], "2001:db8::/64"),
+        (
+            &["198.51.100.1, [2001:db8:0:1::7]:443"],
+            "2001:db8:0:1::/64",
+        ),
+        (
+            &["198.51.100.1,2001:db8:aa:bb:cc:dd:ee:ff"],
+            "2001:db8:aa:bb::/64",
+        ),
+        (&["198.51.100.1, ::ffff:203.0.113.11"], "203.0.113.11"),
+        (&["198.51.100.1, unknown"], peer),
+        (&["198.51.100.1, _hidden"], peer),
+        (&["198.51.100.1,"], peer),
+        (&["198.51.100.1, 203.0.113.9:http"], peer),
+        (&["198.51.100.1", "203.0.113.10"], "203.0.113.10"),
+        (&["198.51.100.1", "203.0.113.10, unknown"], peer),
+    ];
+    for (lines, key) in cases {
+        sqlx::query("DELETE FROM verification_attempts")
+            .execute(&app.db.write)
+            .await
+            .unwrap();
+        let mut request = app
+            .client
+            .post(app.url("/invitations/verifications"))
+            .json(&json!({ "invitationId": "no-such-invitation", "sharedSecret": SECRET }));
+        for line in *lines {
+            request = request.header("X-Forwarded-For", *line);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 400, "{lines:?}");
+        assert_eq!(
+            attempt_keys(&app).await,
+            [*key],
+            "X-Forwarded-For: {lines:?}"
+        );
+    }
+}
+
+/// One subscriber usually holds a whole IPv6 /64: addresses in it share one allowance, and an
+/// IPv4-mapped IPv6 address shares its IPv4 address's.
+async fn addresses_in_one_ipv6_64_share_an_allowance(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.invitations.trust_forwarded_for = true;
+        c.invitations.verify_max_attempts_per_ip = 1;
+    })
+    .await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    for (from, status) in [
+        ("2001:db8:1:2::1", 400),
+        ("2001:db8:1:2:ffff:ffff:ffff:9", 429),
+        ("2001:db8:1:3::1", 400),
+        ("::ffff:198.51.100.7", 400),
+        ("198.51.100.7", 429),
+    ] {
+        let res = verify(&app, &id, "not the secret", from).await;
+        assert_eq!(res.status().as_u16(), status, "from {from}");
+    }
+}
+
 // ---- expiry sweeper -------------------------------------------------------------------
 
 async fn the_sweeper_persists_expiry_without_changing_the_entity_tag(backend: Backend) {
@@ -2539,6 +2682,10 @@ on_both_backends!(
     verify_counts_attempts_and_accepts_once,
     verify_refuses_revoked_expired_and_locked_invitations,
     a_thousand_wrong_secrets_from_one_address_get_429_and_never_accept,
+    parallel_attempts_from_a_new_address_are_counted_exactly,
+    the_stored_count_follows_the_attempt_rule,
+    the_forwarded_address_is_the_entry_the_proxy_added,
+    addresses_in_one_ipv6_64_share_an_allowance,
     the_sweeper_persists_expiry_without_changing_the_entity_tag,
     root_labels_and_api_document,
     the_accept_page_verifies_through_a_plain_form,

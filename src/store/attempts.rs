@@ -3,9 +3,10 @@
 
 use super::record::{FromRecord, Record};
 use super::sql::{SqlBuilder, params};
-use super::{Backend, Db, StoreError};
+use super::{Db, StoreError};
 use crate::domain::attempts::{AttemptLimit, Attempts};
 use async_trait::async_trait;
+use std::sync::LazyLock;
 
 #[async_trait]
 pub trait AttemptCounter: Send + Sync {
@@ -40,6 +41,30 @@ impl FromRecord for Attempts {
     }
 }
 
+/// One attempt, counted in one statement: the insert of a new client's first attempt, or the
+/// update of its row under the row's lock, so that concurrent attempts from one address (even
+/// its very first ones, before any row exists to lock) each count against what the others
+/// left. The update is `Attempts::try_attempt` in SQL: while blocked nothing changes (the count
+/// stays 0); a finished window starts again at `now`; past the allowance the address is
+/// blocked and its count reset to 0. Parameters: client, the first attempt's row ($2-$4),
+/// now, window, allowance, block.
+static COUNT_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    // The window's count before this attempt: the stored one while the window lasts, else 0.
+    let count = "(CASE WHEN $5 - a.window_start < $6 THEN a.attempts ELSE 0 END)";
+    format!(
+        "INSERT INTO verification_attempts AS a (client, window_start, attempts, blocked_until) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (client) DO UPDATE SET \
+         window_start = CASE WHEN $5 < a.blocked_until OR $5 - a.window_start < $6 \
+             THEN a.window_start ELSE $5 END, \
+         attempts = CASE WHEN $5 < a.blocked_until THEN 0 \
+             WHEN {count} >= $7 THEN 0 ELSE {count} + 1 END, \
+         blocked_until = CASE WHEN $5 < a.blocked_until THEN a.blocked_until \
+             WHEN {count} >= $7 THEN $5 + $8 ELSE a.blocked_until END \
+         RETURNING window_start, attempts, blocked_until"
+    )
+});
+
 #[async_trait]
 impl AttemptCounter for SqlAttempts {
     async fn try_attempt(
@@ -48,41 +73,30 @@ impl AttemptCounter for SqlAttempts {
         limit: AttemptLimit,
         now_ms: i64,
     ) -> Result<Result<(), u64>, StoreError> {
-        let mut tx = self.db.begin().await?;
-        let select = match self.db.backend {
-            Backend::Postgres => {
-                "SELECT window_start, attempts, blocked_until FROM verification_attempts \
-                 WHERE client = $1 FOR UPDATE"
-            }
-            // SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE).
-            Backend::Sqlite => {
-                "SELECT window_start, attempts, blocked_until FROM verification_attempts \
-                 WHERE client = $1"
-            }
-        };
-        let mut attempts = tx
-            .fetch_optional::<Attempts>(SqlBuilder::fixed(select, params![client]))
-            .await?
-            .unwrap_or_default();
-        let before = attempts;
-        let verdict = attempts.try_attempt(limit, now_ms);
-        if attempts != before {
-            tx.execute(SqlBuilder::fixed(
-                "INSERT INTO verification_attempts (client, window_start, attempts, blocked_until) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (client) DO UPDATE SET \
-                 window_start = excluded.window_start, attempts = excluded.attempts, \
-                 blocked_until = excluded.blocked_until",
+        let first = Attempts::first(limit, now_ms);
+        let counted = self
+            .db
+            .execute_returning::<Attempts>(SqlBuilder::fixed(
+                &COUNT_ATTEMPT,
                 params![
                     client,
-                    attempts.window_start_ms,
-                    i64::from(attempts.count),
-                    attempts.blocked_until_ms,
+                    first.window_start_ms,
+                    i64::from(first.count),
+                    first.blocked_until_ms,
+                    now_ms,
+                    limit.window_ms,
+                    i64::from(limit.max_attempts),
+                    limit.block_ms,
                 ],
             ))
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(verdict)
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                StoreError::from(anyhow::anyhow!(
+                    "counting a verification attempt returned no row"
+                ))
+            })?;
+        Ok(counted.verdict(now_ms))
     }
 
     async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {

@@ -3,12 +3,13 @@
 
 pub mod api;
 pub mod doc;
+pub mod forwarded;
 pub mod page;
 
 use super::error::ApiError;
 use crate::auth::Caller;
 use crate::config::InvitationsConfig;
-use crate::domain::attempts::AttemptLimit;
+use crate::domain::attempts::{AttemptLimit, client_key};
 use crate::domain::ids::ResourceId;
 use crate::domain::invitation::{
     Invitation, InvitationState, Refusal, identification_binding, is_identification_digits,
@@ -126,21 +127,15 @@ impl InvitationsContext {
         }
     }
 
-    /// The client address: the peer, or the last `X-Forwarded-For` entry when configured to
-    /// trust the proxy in front.
+    /// The client address: the TCP peer, or, when configured to trust the proxy in front, the
+    /// `X-Forwarded-For` entry that proxy added (the peer when that entry is no address).
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        if self.settings.trust_forwarded_for
-            && let Some(ip) = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-                .next_back()
-        {
-            return ip;
-        }
-        peer.ip()
+        let forwarded = self
+            .settings
+            .trust_forwarded_for
+            .then(|| forwarded::proxy_added_address(headers))
+            .flatten();
+        forwarded.unwrap_or_else(|| peer.ip().to_canonical())
     }
 
     /// The invitee's verification: counts the attempt against the client address, then
@@ -156,7 +151,7 @@ impl InvitationsContext {
         let counted = self
             .attempts
             .try_attempt(
-                &ip.to_string(),
+                &client_key(ip),
                 self.attempt_limit(),
                 Timestamp::now().millis(),
             )
