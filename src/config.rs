@@ -559,6 +559,12 @@ impl Config {
         if self.rate_limit.per_second < 0.0 {
             bail!("rate_limit.per_second must not be negative");
         }
+        // The accept page's links and its form's same-origin check are built on it.
+        if let Some(url) = &self.public_url
+            && crate::http::invitations::page::WebOrigin::of_url(url).is_none()
+        {
+            bail!("public_url must be an absolute http:// or https:// URL, not {url:?}");
+        }
         for (name, secs) in [
             ("http.request_timeout_secs", self.http.request_timeout_secs),
             (

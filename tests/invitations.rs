@@ -2016,13 +2016,13 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    assert_page_headers(&res);
     assert!(
         res.headers()["content-type"]
             .to_str()
             .unwrap()
             .starts_with("text/html")
     );
-    assert_eq!(res.headers()["cache-control"], "no-store");
     let html = res.text().await.unwrap();
     assert!(html.contains("<html lang=\"es\">"), "{html}");
     assert!(html.contains("<label for=\"sharedSecret\">"), "{html}");
@@ -2038,6 +2038,7 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
         .send()
         .await
         .unwrap();
+    assert_page_headers(&res);
     let html = res.text().await.unwrap();
     assert!(
         html.contains("&quot;&gt;&lt;script&gt;x") && !html.contains("<script>"),
@@ -2052,6 +2053,7 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+    assert_page_headers(&res);
     assert!(
         res.text().await.unwrap().contains("incomplete"),
         "an HTML page, too"
@@ -2063,6 +2065,7 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+    assert_page_headers(&res);
     assert!(res.text().await.unwrap().contains("incomplete"));
 
     let post = |secret: &str, id: &str, from: &str| {
@@ -2075,6 +2078,7 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
     };
     let res = post("wrong secret here", &id, "10.0.0.1").await.unwrap();
     assert_eq!(res.status(), 400);
+    assert_page_headers(&res);
     let html = res.text().await.unwrap();
     assert!(
         html.contains("role=\"alert\"") && html.contains("does not match"),
@@ -2083,6 +2087,7 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
     assert!(html.contains("<form"), "another try is offered");
     let res = post(SECRET, &id, "10.0.0.1").await.unwrap();
     assert_eq!(res.status(), 200);
+    assert_page_headers(&res);
     assert!(
         res.text()
             .await
@@ -2091,6 +2096,7 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
     );
     let res = post(SECRET, &id, "10.0.0.1").await.unwrap();
     assert_eq!(res.status(), 409);
+    assert_page_headers(&res);
     assert!(res.text().await.unwrap().contains("already been accepted"));
 
     let alice = app.customer(ALICE);
@@ -2125,8 +2131,135 @@ async fn the_accept_page_verifies_through_a_plain_form(backend: Backend) {
     }
     let res = post(SECRET, &id_of(&locked), "10.0.0.9").await.unwrap();
     assert_eq!(res.status(), 429);
+    assert_page_headers(&res);
     assert!(res.headers().contains_key("retry-after"));
     assert!(res.text().await.unwrap().contains("Too many attempts"));
+}
+
+/// The headers every answer of the accept page carries, whatever the outcome.
+fn assert_page_headers(res: &Response) {
+    let headers = res.headers();
+    let context = format!("{} {headers:?}", res.status());
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{context}");
+    assert_eq!(headers["cache-control"], "no-store", "{context}");
+    // Not `no-referrer`: under it browsers send `Origin: null` with the page's own form.
+    assert_eq!(headers["referrer-policy"], "same-origin", "{context}");
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(policy.contains(directive), "{directive}: {context}");
+    }
+}
+
+/// POSTs the accept form for `id` with the right secret and the given extra headers.
+async fn post_accept_form(app: &TestApp, id: &str, headers: &[(&str, &str)]) -> Response {
+    let mut request = app
+        .client
+        .post(app.url("/invitations/accept"))
+        .header("X-Forwarded-For", "203.0.113.40")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encoded(&[("invitationId", id), ("sharedSecret", SECRET)]));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// A form posted from another site (cross-site request forgery, or a page that collects
+/// secrets and replays them) gets 403 and counts nothing: neither against the invitation nor
+/// against the address. The page's own form, and clients that send neither `Origin` nor
+/// `Referer`, are served.
+async fn the_accept_page_refuses_cross_site_posts_and_counts_nothing(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.invitations.trust_forwarded_for = true;
+        c.invitations.verify_max_attempts_per_ip = 1;
+    })
+    .await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let service = app.base.as_str();
+    let page_url = format!("{service}/invitations/accept?invitationId={id}");
+    let other_port = service.rsplit_once(':').unwrap().0.to_owned() + ":1";
+    let refused: &[&[(&str, &str)]] = &[
+        &[("Origin", "https://attacker.example")],
+        &[("Origin", "null")],
+        &[("Origin", &other_port)],
+        &[("Origin", "not an origin")],
+        &[("Referer", "https://attacker.example/claim-your-prize")],
+        &[
+            ("Origin", "https://attacker.example"),
+            ("Referer", &page_url),
+        ],
+        &[("Sec-Fetch-Site", "cross-site")],
+        &[("Sec-Fetch-Site", "same-site")],
+        &[("Origin", service), ("Sec-Fetch-Site", "cross-site")],
+    ];
+    for headers in refused {
+        let res = post_accept_form(&app, &id, headers).await;
+        assert_eq!(res.status(), 403, "{headers:?}");
+        assert_page_headers(&res);
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("role=\"alert\"") && html.contains("from the invitation page"),
+            "{headers:?}: {html}"
+        );
+        assert!(!html.contains("<form"), "{html}");
+    }
+    assert!(attempt_keys(&app).await.is_empty(), "no attempt counted");
+    let view = app
+        .get_json(&app.customer(ALICE), &format!("{COLLECTION}/{id}"))
+        .await;
+    assert_eq!(view["verificationCount"], 0);
+    assert_eq!(view["state"], "sent");
+    // The page's own form: same origin (a port-less Host would match a port-less origin too).
+    let res = post_accept_form(
+        &app,
+        &id,
+        &[
+            ("Origin", service),
+            ("Referer", &page_url),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 200, "the address's one attempt accepts");
+    assert_page_headers(&res);
+}
+
+/// With `public_url` configured (the service behind a proxy), the form must come from that
+/// origin: scheme, host and port, the port defaulting by scheme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_page_compares_origins_with_the_public_url() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.public_url = Some("https://bank.example/".to_owned());
+        c.invitations.trust_forwarded_for = true;
+        c.invitations.verify_max_attempts_per_ip = 100;
+    })
+    .await;
+    let (created, _) = create(&app, "max@example.com").await;
+    let id = id_of(&created);
+    let service = app.base.as_str();
+    for (headers, status) in [
+        (vec![("Origin", service)], 403),
+        (vec![("Origin", "http://bank.example")], 403),
+        (vec![("Origin", "https://bank.example:8443")], 403),
+        (
+            vec![("Referer", "https://bank.example.attacker.example/")],
+            403,
+        ),
+        (vec![("Origin", "https://BANK.example:443")], 200),
+    ] {
+        let res = post_accept_form(&app, &id, &headers).await;
+        assert_eq!(res.status(), status, "{headers:?}");
+    }
+    let (created, _) = create(&app, "max2@example.com").await;
+    let page = "https://bank.example/invitations/accept?invitationId=x";
+    let res = post_accept_form(&app, &id_of(&created), &[("Referer", page)]).await;
+    assert_eq!(res.status(), 200, "a Referer from the page itself");
 }
 
 /// The seed makes the invitee's names optional; the email then greets no one, and is sent.
@@ -2695,4 +2828,5 @@ on_both_backends!(
     creates_are_capped_per_customer_per_day_and_open_per_account,
     parallel_creates_cannot_pass_the_caps,
     identification_is_sealed_at_rest_and_still_verifies,
+    the_accept_page_refuses_cross_site_posts_and_counts_nothing,
 );

@@ -1,5 +1,6 @@
 //! The invitee's accept page (`apiture:acceptInvitationUserExperience`): a plain HTML form, no
 //! JavaScript, in English or Spanish, that runs the same verification as verifyInvitation.
+//! The form is served only when it is posted from the page itself (not from another site).
 
 use super::{Claimed, Verification};
 use crate::domain::invitation::{Refusal, negotiate_locale};
@@ -8,7 +9,8 @@ use crate::http::AppState;
 use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ struct Texts {
     not_open: &'static str,
     too_many: &'static str,
     missing: &'static str,
+    cross_site: &'static str,
 }
 
 const EN: Texts = Texts {
@@ -43,6 +46,7 @@ const EN: Texts = Texts {
     not_open: "This invitation has already been accepted.",
     too_many: "Too many attempts from your connection. Please wait a while and try again.",
     missing: "This link is incomplete: it does not name an invitation. Open the link from your invitation email again.",
+    cross_site: "This form can only be sent from the invitation page itself. Open the link from your invitation email again.",
 };
 
 const ES: Texts = Texts {
@@ -59,6 +63,7 @@ const ES: Texts = Texts {
     not_open: "Esta invitación ya fue aceptada.",
     too_many: "Demasiados intentos desde su conexión. Espere un momento e inténtelo de nuevo.",
     missing: "Este enlace está incompleto: no indica ninguna invitación. Abra de nuevo el enlace de su correo de invitación.",
+    cross_site: "Este formulario solo se puede enviar desde la propia página de la invitación. Abra de nuevo el enlace de su correo de invitación.",
 };
 
 fn texts(locale: &str) -> &'static Texts {
@@ -121,27 +126,118 @@ fn page(
     }
     body.push_str("</main>\n</body>\n</html>\n");
     let mut res = (status, body).into_response();
+    add_security_headers(res.headers_mut());
     let headers = res.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
     );
     if let Ok(lang) = HeaderValue::from_str(locale) {
         headers.insert(header::CONTENT_LANGUAGE, lang);
     }
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
     res
+}
+
+/// The headers of every answer of the page, whatever the outcome. `Referrer-Policy:
+/// same-origin` rather than `no-referrer`: under `no-referrer` browsers send `Origin: null`
+/// with the page's own form, which the cross-site check must refuse; `same-origin` still
+/// sends nothing (not the invitation id in the address) anywhere else.
+fn add_security_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+}
+
+/// A web origin as browsers compare them: scheme, host (any case) and port (the scheme's
+/// default when not written).
+#[derive(Debug, PartialEq, Eq)]
+pub struct WebOrigin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl WebOrigin {
+    /// The origin of an absolute `http` or `https` URL (an `Origin` value, a `Referer`, the
+    /// configured `public_url`); None for anything else (`null` included).
+    pub fn of_url(url: &str) -> Option<Self> {
+        let uri: Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default_port = default_port(&scheme)?;
+        let authority = uri.authority()?;
+        Some(Self {
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(default_port),
+            scheme,
+        })
+    }
+
+    /// Whether this origin names `host` (a `Host` header), whatever its scheme: without
+    /// `public_url` the service does not know the scheme its clients use (a proxy in front may
+    /// end TLS).
+    fn names_host(&self, host: &str) -> bool {
+        let Ok(authority) = host.parse::<Authority>() else {
+            return false;
+        };
+        let port = authority
+            .port_u16()
+            .or_else(|| default_port(&self.scheme))
+            .unwrap_or_default();
+        authority.host().eq_ignore_ascii_case(&self.host) && port == self.port
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+/// Whether a form was posted from another site. `Sec-Fetch-Site`, which no page can forge,
+/// refuses `cross-site` and `same-site` (a sibling host is another party too). Then `Origin`,
+/// or without it `Referer`, must be the service's origin: `public_url`'s when configured, else
+/// the request's `Host`. A request with none of these headers is served: older clients send
+/// none, while every current browser sends `Origin` with a form from another site.
+fn is_cross_site(headers: &HeaderMap, public_url: Option<&str>) -> bool {
+    let site = headers
+        .get("sec-fetch-site")
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if site.eq_ignore_ascii_case(b"cross-site") || site.eq_ignore_ascii_case(b"same-site") {
+        return true;
+    }
+    let Some(source) = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+    else {
+        return false;
+    };
+    let Some(origin) = source.to_str().ok().and_then(WebOrigin::of_url) else {
+        return true;
+    };
+    match public_url {
+        Some(url) => WebOrigin::of_url(url).is_none_or(|service| service != origin),
+        None => !headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .is_some_and(|host| origin.names_host(host)),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +276,14 @@ pub async fn submit(
 ) -> Response {
     let locale = locale_of(&headers);
     let t = texts(locale);
+    if is_cross_site(&headers, state.config.public_url.as_deref()) {
+        return page(
+            StatusCode::FORBIDDEN,
+            locale,
+            Some((t.cross_site, false)),
+            None,
+        );
+    }
     let Ok(Form(form)) = form else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -224,6 +328,135 @@ pub async fn submit(
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             res
         }
-        Err(err) => err.into_response(),
+        Err(err) => {
+            let mut res = err.into_response();
+            add_security_headers(res.headers_mut());
+            res
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(url: &str) -> Option<WebOrigin> {
+        WebOrigin::of_url(url)
+    }
+
+    #[test]
+    fn origins_compare_as_browsers_compare_them() {
+        assert_eq!(
+            origin("https://Bank.Example"),
+            origin("https://bank.example:443/invitations/accept?invitationId=x")
+        );
+        assert_eq!(origin("http://[::1]:8080"), origin("http://[::1]:8080/"));
+        assert_ne!(
+            origin("http://bank.example"),
+            origin("https://bank.example")
+        );
+        assert_ne!(
+            origin("https://bank.example"),
+            origin("https://bank.example:8443")
+        );
+        for not_an_origin in [
+            "null",
+            "",
+            "bank.example",
+            "/invitations/accept",
+            "ftp://bank.example",
+        ] {
+            assert_eq!(origin(not_an_origin), None, "{not_an_origin:?}");
+        }
+    }
+
+    #[test]
+    fn without_public_url_the_origin_must_name_the_host() {
+        let page = origin("http://127.0.0.1:8080/invitations/accept").unwrap();
+        assert!(page.names_host("127.0.0.1:8080"));
+        assert!(!page.names_host("127.0.0.1:8081"));
+        assert!(!page.names_host("127.0.0.1"), "port 80 is not 8080");
+        let behind_tls = origin("https://bank.example").unwrap();
+        assert!(behind_tls.names_host("Bank.Example"));
+        assert!(behind_tls.names_host("bank.example:443"));
+        assert!(!behind_tls.names_host("bank.example.attacker.example"));
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn a_form_from_another_site_is_recognised() {
+        let public = Some("https://bank.example");
+        for (pairs, public_url, cross) in [
+            (&[][..], public, false),
+            (&[("origin", "https://bank.example")], public, false),
+            (
+                &[("referer", "https://bank.example/invitations/accept")],
+                public,
+                false,
+            ),
+            (&[("sec-fetch-site", "same-origin")], public, false),
+            (&[("sec-fetch-site", "none")], public, false),
+            (&[("origin", "https://attacker.example")], public, true),
+            (&[("origin", "null")], public, true),
+            (&[("referer", "https://attacker.example/")], public, true),
+            (&[("sec-fetch-site", "cross-site")], public, true),
+            (&[("sec-fetch-site", "Same-Site")], public, true),
+            (
+                &[
+                    ("origin", "https://attacker.example"),
+                    ("referer", "https://bank.example/"),
+                ],
+                public,
+                true,
+            ),
+            (
+                &[
+                    ("origin", "http://127.0.0.1:8080"),
+                    ("host", "127.0.0.1:8080"),
+                ],
+                None,
+                false,
+            ),
+            (
+                &[
+                    ("origin", "http://127.0.0.1:8080"),
+                    ("host", "127.0.0.1:9090"),
+                ],
+                None,
+                true,
+            ),
+            (&[("origin", "http://127.0.0.1:8080")], None, true),
+        ] {
+            assert_eq!(
+                is_cross_site(&headers(pairs), public_url),
+                cross,
+                "{pairs:?} {public_url:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_url_must_be_an_http_url() {
+        use crate::config::Config;
+        for (url, ok) in [
+            ("https://bank.example/", true),
+            ("http://127.0.0.1:8080", true),
+            ("bank.example", false),
+            ("ftp://bank.example", false),
+        ] {
+            let config = Config {
+                public_url: Some(url.to_owned()),
+                ..Config::default()
+            };
+            let checked = config.check();
+            assert_eq!(checked.is_ok(), ok, "{url}: {checked:?}");
+        }
     }
 }
