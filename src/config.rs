@@ -1068,6 +1068,7 @@ mod tests {
         c.auth.oidc = Some(OidcConfig {
             discovery_url: "http://idp.internal/.well-known/openid-configuration".into(),
             audience: "tandem".into(),
+            jwks_refresh_secs: default_jwks_refresh_secs(),
         });
         c.auth.api_keys = vec![ApiKeyConfig {
             name: "web".into(),
