@@ -8,6 +8,9 @@
 //! value  := bare characters up to , ) or |  |  "double-quoted, with \" and \\ escapes"
 //! sortBy := key(,key)*    key := field | -field
 //! ```
+//!
+//! Every value becomes a bound parameter of each statement a list runs, so a filter's size is
+//! capped: its length, its nesting, its number of comparisons and the values of one `in()`.
 
 use std::fmt;
 
@@ -53,7 +56,8 @@ pub struct FieldSpec {
     pub sortable: bool,
 }
 
-/// One comparison. `values` has one element except for `in`, which has at least one.
+/// One comparison. `values` has one element except for `in`, which has at least one and at
+/// most `MAX_ALTERNATIVES`, all different.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
     pub op: Op,
@@ -94,6 +98,12 @@ pub struct SortKey {
 const MAX_DEPTH: usize = 32;
 /// Longer filter texts are refused outright.
 pub const MAX_LEN: usize = 4096;
+/// The most comparisons one filter holds: each is written into every index walk of a
+/// customer's list, so a filter of many short ones would make a long statement.
+pub const MAX_COMPARISONS: usize = 100;
+/// The most different values one `in()` takes (repeats count once). The subset parameters of
+/// the lists take as many `|` alternatives.
+pub const MAX_ALTERNATIVES: usize = 100;
 
 pub fn parse_filter(text: &str, fields: &[FieldSpec]) -> Result<Filter, SyntaxError> {
     let mut parser = Parser::new(text, fields)?;
@@ -150,6 +160,7 @@ struct Parser<'a> {
     chars: Vec<char>,
     at: usize,
     fields: &'a [FieldSpec],
+    comparisons: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -164,6 +175,7 @@ impl<'a> Parser<'a> {
             chars: text.chars().collect(),
             at: 0,
             fields,
+            comparisons: 0,
         })
     }
 
@@ -252,6 +264,13 @@ impl<'a> Parser<'a> {
                         format!("unknown function {name:?}; use and, or, not, eq, ne, in, contains or search"),
                     )
                 })?;
+                self.comparisons += 1;
+                if self.comparisons > MAX_COMPARISONS {
+                    return Err(self.error_at(
+                        start,
+                        format!("a filter holds at most {MAX_COMPARISONS} comparisons"),
+                    ));
+                }
                 Filter::Condition(self.condition(op)?)
             }
         };
@@ -299,7 +318,19 @@ impl<'a> Parser<'a> {
                 )));
             }
             self.at += 1;
-            values.push(self.value()?);
+            self.skip_space();
+            let start = self.at;
+            let value = self.value()?;
+            if values.contains(&value) {
+                continue;
+            }
+            if values.len() == MAX_ALTERNATIVES {
+                return Err(self.error_at(
+                    start,
+                    format!("in() takes at most {MAX_ALTERNATIVES} different values"),
+                ));
+            }
+            values.push(value);
         }
         Ok(Condition {
             op,
@@ -483,6 +514,42 @@ mod tests {
         assert!(parse_filter(&"a".repeat(MAX_LEN + 1), FIELDS).is_err());
     }
 
+    #[test]
+    fn in_lists_and_comparisons_are_capped_and_repeats_count_once() {
+        let values = |n: usize| (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>();
+        let full = format!("in(type,{})", values(MAX_ALTERNATIVES).join("|"));
+        match parse_filter(&full, FIELDS).unwrap() {
+            Filter::Condition(c) => assert_eq!(c.values, values(MAX_ALTERNATIVES)),
+            other => panic!("{other:?}"),
+        }
+        // The first value too many is where the error points, spaces before it left out.
+        let over = format!(
+            "in(type,{}| v{MAX_ALTERNATIVES})",
+            values(MAX_ALTERNATIVES).join("|")
+        );
+        let err = parse_filter(&over, FIELDS).unwrap_err();
+        assert_eq!(err.position, over.rfind('v').unwrap() + 1, "{err}");
+        assert!(
+            err.message.contains("at most 100 different values"),
+            "{err}"
+        );
+        // Repeats are dropped, in the order first written, however many there are.
+        let repeated = format!("in(type,b|a{})", "|b| a".repeat(MAX_LEN / 6));
+        assert_eq!(
+            parse_filter(&repeated, FIELDS).unwrap(),
+            cond(Op::In, "invitation_type", &["b", "a"])
+        );
+        let comparisons = |n: usize| {
+            let each = vec!["eq(state,sent)"; n];
+            format!("or({})", each.join(","))
+        };
+        assert!(parse_filter(&comparisons(MAX_COMPARISONS), FIELDS).is_ok());
+        let over = comparisons(MAX_COMPARISONS + 1);
+        let err = parse_filter(&over, FIELDS).unwrap_err();
+        assert_eq!(err.position, over.rfind("eq(").unwrap() + 1, "{err}");
+        assert!(err.message.contains("at most 100 comparisons"), "{err}");
+    }
+
     fn quote(v: &str) -> String {
         format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
     }
@@ -546,7 +613,7 @@ mod tests {
                 (0..spec.ops.len()).prop_map(move |op| {
                     let op = spec.ops[op];
                     let values = if op == Op::In {
-                        values.clone()
+                        distinct(&values)
                     } else {
                         values[..1].to_vec()
                     };
@@ -558,6 +625,17 @@ mod tests {
                 })
             },
         )
+    }
+
+    /// `values` without repeats, in the order first written (as `in()` keeps them).
+    fn distinct(values: &[String]) -> Vec<String> {
+        let mut kept: Vec<String> = Vec::new();
+        for value in values {
+            if !kept.contains(value) {
+                kept.push(value.clone());
+            }
+        }
+        kept
     }
 
     fn filter_tree() -> impl Strategy<Value = Filter> {
@@ -657,9 +735,10 @@ mod tests {
         }
 
         #[test]
-        fn in_lists_keep_every_value(values in proptest::collection::vec("[a-zA-Z0-9@._-]{1,12}", 1..8)) {
+        fn in_lists_keep_every_different_value(values in proptest::collection::vec("[a-zA-Z0-9@._-]{1,12}", 1..8)) {
             let text = format!("in(state,{})", values.join("|"));
-            let expected: Vec<&str> = values.iter().map(String::as_str).collect();
+            let kept = distinct(&values);
+            let expected: Vec<&str> = kept.iter().map(String::as_str).collect();
             prop_assert_eq!(parse_filter(&text, FIELDS).unwrap(), cond(Op::In, "state", &expected));
         }
     }
