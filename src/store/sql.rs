@@ -63,6 +63,13 @@ macro_rules! params {
 }
 pub(crate) use params;
 
+/// A piece of SQL that one statement writes in several places (the same conditions in each part
+/// of a union, say): its values are bound where it first appears, and every later appearance
+/// names the same placeholders (`$n` may appear any number of times on both backends). The
+/// statement's parameters then do not grow with the number of places. Belongs to one statement.
+#[derive(Debug, Default)]
+pub struct Repeated(Option<String>);
+
 #[derive(Debug, Clone, Default)]
 pub struct SqlBuilder {
     sql: String,
@@ -95,6 +102,24 @@ impl SqlBuilder {
     pub fn bind(&mut self, value: Param) -> &mut Self {
         self.params.push(value);
         self.sql.push_str(&format!("${}", self.params.len()));
+        self
+    }
+
+    /// Appends what `build` appends the first time `piece` is pushed, and the same text, with the
+    /// same placeholders, every later time (without running `build`).
+    pub fn push_repeated(
+        &mut self,
+        piece: &mut Repeated,
+        build: impl FnOnce(&mut Self),
+    ) -> &mut Self {
+        match &piece.0 {
+            Some(text) => self.sql.push_str(text),
+            None => {
+                let from = self.sql.len();
+                build(self);
+                piece.0 = Some(self.sql[from..].to_owned());
+            }
+        }
         self
     }
 
@@ -163,20 +188,29 @@ impl SqlBuilder {
                             .push(" ESCAPE '\\')")
                     }
                     Op::Search => {
-                        // A word starts the text or follows a separator.
-                        let word = escape_like(&c.values[0].to_lowercase());
+                        // A word starts the text or follows a separator: one pattern, bound
+                        // once, after each separator's constant pattern.
+                        let word = format!("{}%", escape_like(&c.values[0].to_lowercase()));
+                        let mut pattern = Repeated::default();
                         self.sql.push('(');
-                        for (i, prefix) in ["", "% ", "%.", "%@", "%-", "%_", "%/", "%:"]
+                        for (i, separator) in ["", "% ", "%.", "%@", "%-", "%\\_", "%/", "%:"]
                             .iter()
                             .enumerate()
                         {
                             if i > 0 {
                                 self.sql.push_str(" OR ");
                             }
-                            let separator = prefix.replace('_', "\\_");
-                            self.push(&format!("LOWER({}) LIKE ", c.column))
-                                .bind(Param::Text(format!("{separator}{word}%")))
-                                .push(" ESCAPE '\\'");
+                            self.push(&format!("LOWER({}) LIKE ", c.column));
+                            if !separator.is_empty() {
+                                self.push(&format!("('{separator}' || "));
+                            }
+                            self.push_repeated(&mut pattern, |q| {
+                                q.bind(Param::Text(word.clone()));
+                            });
+                            if !separator.is_empty() {
+                                self.sql.push(')');
+                            }
+                            self.push(" ESCAPE '\\'");
                         }
                         self.push(")")
                     }
@@ -308,6 +342,46 @@ mod tests {
         );
         assert_eq!(b.params[1], Param::Text("x'); DROP TABLE t; --".into()));
         assert_eq!(b.params[2], Param::Text("%50\\%\\_off%".into()));
+    }
+
+    #[test]
+    fn a_repeated_piece_binds_its_values_once() {
+        let mut b = SqlBuilder::new("SELECT 1 FROM t WHERE a = ");
+        b.bind(Param::Int(1));
+        let mut piece = Repeated::default();
+        for column in ["b", "c"] {
+            b.push(&format!(" AND {column} IN "))
+                .push_repeated(&mut piece, |q| {
+                    q.bind_list([Param::Int(2), Param::Int(3)]);
+                });
+        }
+        b.push(" AND d = ").bind(Param::Int(4));
+        assert_eq!(
+            b.sql(),
+            "SELECT 1 FROM t WHERE a = $1 AND b IN ($2, $3) AND c IN ($2, $3) AND d = $4"
+        );
+        assert_eq!(b.params.len(), 4);
+    }
+
+    #[test]
+    fn a_word_searched_for_is_bound_once() {
+        let mut b = SqlBuilder::new("");
+        b.push_filter(&parse_filter("search(email,\"Max_\")", FIELDS).unwrap());
+        let like = |separator: &str| format!("LOWER(email) LIKE ('{separator}' || $1) ESCAPE '\\'");
+        assert_eq!(
+            b.sql(),
+            format!(
+                "(LOWER(email) LIKE $1 ESCAPE '\\' OR {} OR {} OR {} OR {} OR {} OR {} OR {})",
+                like("% "),
+                like("%."),
+                like("%@"),
+                like("%-"),
+                like("%\\_"),
+                like("%/"),
+                like("%:")
+            )
+        );
+        assert_eq!(b.params, [Param::Text("max\\_%".into())]);
     }
 
     #[test]
