@@ -407,7 +407,10 @@ async fn every_json_body_survives_fuzzing(backend: Backend) {
     .await;
 }
 
-on_both_backends!(every_json_body_survives_fuzzing);
+on_both_backends!(
+    every_json_body_survives_fuzzing,
+    generated_filters_never_answer_5xx
+);
 
 /// The invitee's accept page takes a form and answers HTML pages, never a 5xx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,6 +512,153 @@ async fn filter_and_sort_queries_survive_fuzzing() {
             }
         }
     }
+}
+
+/// The values of a comparison: mostly a few short ones, sometimes many copies of one or many
+/// different ones (around and beyond the cap on `in()`).
+fn filter_values() -> impl Strategy<Value = Vec<String>> {
+    let short = prop_oneof![
+        Just("sent".to_owned()),
+        Just("joint".to_owned()),
+        "[a-z0-9@.]{1,4}",
+        "\\PC{0,6}".prop_map(|v| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))),
+    ];
+    prop_oneof![
+        6 => proptest::collection::vec(short, 1..4),
+        1 => (1usize..2040).prop_map(|n| vec!["x".to_owned(); n]),
+        1 => (1usize..300).prop_map(|n| (0..n).map(|i| format!("v{i}")).collect()),
+    ]
+}
+
+/// Filters of the grammar's shape over the list's fields (and one it does not have): nested
+/// ones with long `in()` lists, and flat ones with about as many comparisons as the cap.
+fn filter_expression() -> impl Strategy<Value = String> {
+    let field = proptest::sample::select(vec![
+        "state",
+        "type",
+        "emailAddress",
+        "accountUri",
+        "organizationUri",
+        "createdBy",
+        "customerId",
+        "colour",
+    ]);
+    let op = proptest::sample::select(vec!["eq", "ne", "in", "contains", "search"]);
+    let comparison = move |values: BoxedStrategy<Vec<String>>| {
+        (op.clone(), field.clone(), values)
+            .prop_map(|(op, field, values)| format!("{op}({field},{})", values.join("|")))
+    };
+    let nested = comparison(filter_values().boxed()).prop_recursive(3, 6, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 1..4)
+                .prop_map(|parts| format!("and({})", parts.join(","))),
+            proptest::collection::vec(inner.clone(), 1..4)
+                .prop_map(|parts| format!("or({})", parts.join(","))),
+            inner.prop_map(|part| format!("not({part})")),
+        ]
+    });
+    let short = proptest::collection::vec("[a-z]{1,2}", 1..3).boxed();
+    let flat = (
+        prop_oneof![Just("and"), Just("or")],
+        proptest::collection::vec(comparison(short), 90..110),
+    )
+        .prop_map(|(joiner, parts)| format!("{joiner}({})", parts.join(",")));
+    // Longer texts are refused for their length alone; a few are left in.
+    prop_oneof![3 => nested, 1 => flat].prop_filter("fits in a URL", |text| text.len() < 12_000)
+}
+
+/// `|`-separated alternatives of a subset parameter: valid values, as many as the filter's.
+fn subset_parameter() -> impl Strategy<Value = (&'static str, String)> {
+    let value = |parameter: &'static str, i: usize| match parameter {
+        "emailAddress" => format!("v{i}@example.com"),
+        "accountUri" | "organizationUri" => {
+            format!("https://api.bank.example/accounts/account/v{i}")
+        }
+        "state" => ["sent", "accepted", "expired"][i % 3].to_owned(),
+        _ => ["joint", "authorizedSigner"][i % 2].to_owned(),
+    };
+    (
+        proptest::sample::select(vec![
+            "emailAddress",
+            "accountUri",
+            "organizationUri",
+            "state",
+            "type",
+        ]),
+        prop_oneof![1usize..5, 1usize..300],
+        any::<bool>(),
+    )
+        .prop_map(move |(parameter, n, repeated)| {
+            let values: Vec<String> = (0..n)
+                .map(|i| value(parameter, if repeated { 0 } else { i }))
+                .collect();
+            (parameter, values.join("|"))
+        })
+}
+
+/// A customer holding 16 accounts has the most index walks in one list statement (33), each
+/// with the request's conditions. No filter and no subset parameters make it answer 5xx: values
+/// beyond the caps or the statement's budget are a 400.
+async fn generated_filters_never_answer_5xx(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    const CUSTOMER: &str = "customer-many-accounts";
+    let held: Vec<tandem::store::entitlements::Entitlement> = (0..16)
+        .map(|n| tandem::store::entitlements::Entitlement {
+            customer_id: CUSTOMER.into(),
+            resource_uri: format!("https://api.bank.example/accounts/account/many-{n:02}"),
+            role: "owner".into(),
+            joint_owners_disabled: false,
+        })
+        .collect();
+    tandem::store::entitlements::TableEntitlements::new(app.db.clone())
+        .replace_all(&held)
+        .await
+        .unwrap();
+    let customer = app.customer(CUSTOMER);
+    let requests = generate(
+        (
+            filter_expression(),
+            proptest::option::of(subset_parameter()),
+        ),
+        cases(),
+    );
+    let (mut answered, mut refused) = (0, 0);
+    for (filter, subset) in &requests {
+        let mut pairs = vec![("filter", filter.as_str())];
+        if let Some((parameter, value)) = subset {
+            pairs.push((parameter, value.as_str()));
+        }
+        let url = reqwest::Url::parse_with_params(&app.url(INVITATIONS), &pairs).unwrap();
+        let res = app
+            .client
+            .get(url)
+            .header("api-key", &customer.api_key)
+            .header("authorization", &customer.authorization)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = json(res).await;
+        assert!(
+            status == 200 || status == 400,
+            "{pairs:?}: status {status}: {body}"
+        );
+        if status == 200 {
+            answered += 1;
+        } else {
+            refused += 1;
+            assert_error_format(INVITATIONS, 400, &content_type, &body);
+            assert!(
+                body["_error"]["attributes"]["field"].is_string(),
+                "{pairs:?}: {body}"
+            );
+        }
+    }
+    assert!(
+        answered > 0 && refused > 0,
+        "{answered} answered, {refused} refused: the generator misses either side"
+    );
 }
 
 // ---- Raw connections --------------------------------------------------------------------------

@@ -1186,6 +1186,181 @@ async fn list_filters_sorts_and_searches(backend: Backend) {
     assert_eq!(pending["count"], 0);
 }
 
+/// Frank holds 16 accounts, the most a customer's list reads one by one: his list is the union
+/// of 33 index walks (his own invitations, and each account's as an account and as an
+/// organization), each with the request's conditions.
+const FRANK: &str = "customer-frank";
+
+async fn spawn_with_franks_accounts(backend: Backend) -> (TestApp, Vec<String>) {
+    let app = spawn(backend).await;
+    let accounts: Vec<String> = (0..16)
+        .map(|n| format!("https://api.bank.example/accounts/account/frank-{n:02}"))
+        .collect();
+    let row = |customer: &str, uri: &str| Entitlement {
+        customer_id: customer.into(),
+        resource_uri: uri.into(),
+        role: "owner".into(),
+        joint_owners_disabled: false,
+    };
+    let mut held: Vec<Entitlement> = accounts.iter().map(|uri| row(FRANK, uri)).collect();
+    held.push(row(ALICE, ACCOUNT));
+    TableEntitlements::new(app.db.clone())
+        .replace_all(&held)
+        .await
+        .unwrap();
+    (app, accounts)
+}
+
+/// `count` different values, `prefix` and three digits each.
+fn distinct(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{prefix}{n:03}")).collect()
+}
+
+async fn list_refuses_values_over_the_caps_with_400_naming_the_parameter(backend: Backend) {
+    let (app, accounts) = spawn_with_franks_accounts(backend).await;
+    let frank = app.customer(FRANK);
+    let mut body = joint("first@erin.example");
+    body["accountUri"] = json!(accounts[0]);
+    let (first, _) = create_as(&app, &frank, &body).await;
+    let get = |pairs: &[(&str, &str)]| app.with(&frank, Method::GET, &listing(pairs)).send();
+
+    // in(): at most 100 different values; the error points at the first one too many.
+    let over_in = format!("in(type,{})", distinct("v", 101).join("|"));
+    let res = get(&[("filter", &over_in)]).await.unwrap();
+    let err = assert_error(res, 400, "invalidQuery").await;
+    assert_eq!(err["_error"]["attributes"]["field"], "filter", "{err}");
+    assert_eq!(
+        err["_error"]["attributes"]["position"],
+        over_in.find("v100").unwrap() + 1,
+        "{err}"
+    );
+    // At most 100 comparisons in one filter.
+    let comparisons = |n: usize| {
+        let each: Vec<String> = (0..n).map(|i| format!("eq(type,v{i})")).collect();
+        format!("or({})", each.join(","))
+    };
+    let res = get(&[("filter", &comparisons(101))]).await.unwrap();
+    let err = assert_error(res, 400, "invalidQuery").await;
+    assert_eq!(err["_error"]["attributes"]["field"], "filter", "{err}");
+    let res = get(&[("filter", &comparisons(100))]).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Within every cap, five in()s of 100 values bind 500 values, over the statement's budget
+    // of 400.
+    let in_100 = format!("in(type,{})", distinct("v", 100).join("|"));
+    let over_budget = format!("or({})", [in_100.as_str(); 5].join(","));
+    let res = get(&[("filter", &over_budget)]).await.unwrap();
+    let err = assert_error(res, 400, "invalidQuery").await;
+    assert_eq!(err["_error"]["attributes"]["field"], "filter", "{err}");
+    assert!(
+        err["_error"]["message"].as_str().unwrap().contains("400"),
+        "{err}"
+    );
+    // Subset parameters: at most 100 different alternatives each.
+    let emails = distinct("e", 101)
+        .iter()
+        .map(|e| format!("{e}@erin.example"))
+        .collect::<Vec<_>>()
+        .join("|");
+    let uris = distinct("https://api.bank.example/accounts/account/x", 101).join("|");
+    for (parameter, value) in [
+        ("emailAddress", &emails),
+        ("accountUri", &uris),
+        ("organizationUri", &uris),
+    ] {
+        let res = get(&[(parameter, value)]).await.unwrap();
+        let err = assert_error(res, 400, "invalidQuery").await;
+        assert_eq!(err["_error"]["attributes"]["field"], parameter, "{err}");
+    }
+    // Repeated values count once: 2000 copies of one value in in(), 500 of one alternative.
+    let copies = format!("in(type,joint{})", "|x".repeat(2000));
+    let copied_email = vec!["FIRST@erin.example"; 500].join("|");
+    for pairs in [
+        [("filter", copies.as_str()), ("state", "sent|sent|sent")],
+        [
+            ("emailAddress", copied_email.as_str()),
+            ("type", "joint|joint"),
+        ],
+    ] {
+        let page = app.get_json(&frank, &listing(&pairs)).await;
+        assert_eq!(item_ids(&page), [id_of(&first)], "{:?}", pairs[1]);
+    }
+}
+
+async fn a_large_filter_within_the_caps_lists_exactly_the_matches(backend: Backend) {
+    let (app, accounts) = spawn_with_franks_accounts(backend).await;
+    let frank = app.customer(FRANK);
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let mut body = joint(&format!("a{n}@erin.example"));
+        body["accountUri"] = json!(accounts[n * 5 % 16]);
+        ids.push(id_of(&create_as(&app, &frank, &body).await.0));
+    }
+    // Alice's invitation with a matching address, on an account Frank does not hold.
+    create(&app, "a0@erin.example").await;
+    let revoke = app
+        .with(
+            &frank,
+            Method::POST,
+            &format!("/invitations/revoked?invitation={}", ids[2]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 200);
+    // 300 type values, four comparisons on the address and a state: 305 values in the filter,
+    // 80 more in `emailAddress`, under the budget of 400.
+    let types = |prefix: &str| {
+        let mut values = distinct(prefix, 99);
+        values.push("joint".into());
+        format!("in(type,{})", values.join("|"))
+    };
+    let filter = format!(
+        "and(or({},{},{}),not(eq(state,revoked)),or(eq(emailAddress,a0@erin.example),\
+         eq(emailAddress,a2@erin.example),contains(emailAddress,\"A4@\"),search(emailAddress,a5)))",
+        types("p"),
+        types("q"),
+        types("r")
+    );
+    let mut emails: Vec<String> = (0..6).map(|n| format!("a{n}@erin.example")).collect();
+    emails.extend(
+        distinct("other", 74)
+            .iter()
+            .map(|e| format!("{e}@erin.example")),
+    );
+    assert_eq!(emails.len(), 80);
+    let emails = emails.join("|");
+    for limit in ["1", "100"] {
+        let mut seen = Vec::new();
+        let mut start = 0;
+        loop {
+            let start_text = start.to_string();
+            let page = app
+                .get_json(
+                    &frank,
+                    &listing(&[
+                        ("filter", &filter),
+                        ("emailAddress", &emails),
+                        ("start", &start_text),
+                        ("limit", limit),
+                    ]),
+                )
+                .await;
+            assert_eq!(page["count"], 3, "limit {limit}: {page}");
+            let items = item_ids(&page);
+            if items.is_empty() {
+                break;
+            }
+            start += items.len();
+            seen.extend(items);
+        }
+        assert_eq!(
+            seen,
+            [ids[0].clone(), ids[4].clone(), ids[5].clone()],
+            "limit {limit}"
+        );
+    }
+}
+
 // ---- actions --------------------------------------------------------------------------
 
 async fn revoke_is_idempotent_honours_if_match_and_refuses_other_states(backend: Backend) {
@@ -2806,6 +2981,8 @@ on_both_backends!(
     list_leaves_out_a_count_beyond_the_limit,
     list_checks_every_parameter_even_when_nothing_can_be_pending,
     list_filters_sorts_and_searches,
+    list_refuses_values_over_the_caps_with_400_naming_the_parameter,
+    a_large_filter_within_the_caps_lists_exactly_the_matches,
     revoke_is_idempotent_honours_if_match_and_refuses_other_states,
     resend_queues_a_new_email_up_to_the_limit,
     complete_is_for_staff_from_accepted_only,

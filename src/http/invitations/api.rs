@@ -7,7 +7,7 @@ use super::{
 };
 use crate::auth::Caller;
 use crate::domain::etag::Condition;
-use crate::domain::filter::{SyntaxError, parse_filter, parse_sort};
+use crate::domain::filter::{MAX_ALTERNATIVES, SyntaxError, parse_filter, parse_sort};
 use crate::domain::ids::ResourceId;
 use crate::domain::invitation::{
     Changed, Invitation, InvitationState, InvitationType, NewInvitation, NewInvitationInput,
@@ -19,7 +19,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{IfMatch, IfNoneMatch, JsonBody, authenticate, path_id};
 use crate::store::invitations::{
-    CapReached, CreateCaps, Effect, FIELDS, InvitationQuery, Visibility,
+    CapReached, CreateCaps, Effect, FIELDS, InvitationQuery, ListError, Visibility,
 };
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -498,7 +498,9 @@ fn invalid_param(field: &str, detail: String) -> ApiError {
     ApiError::bad_request(detail).with_attributes(json!({ "field": field }))
 }
 
-fn alternatives<T>(
+/// The different `|`-separated values of a subset parameter, in the order first written; at
+/// most `MAX_ALTERNATIVES` of them.
+fn alternatives<T: PartialEq>(
     field: &str,
     value: Option<&str>,
     parse: impl Fn(&str) -> Option<T>,
@@ -506,13 +508,42 @@ fn alternatives<T>(
     let Some(value) = value else {
         return Ok(Vec::new());
     };
-    value
-        .split('|')
-        .map(|v| {
-            parse(v)
-                .ok_or_else(|| invalid_param(field, format!("{field}: {v:?} is not a valid value")))
-        })
-        .collect()
+    let mut values = Vec::new();
+    for v in value.split('|') {
+        let parsed = parse(v)
+            .ok_or_else(|| invalid_param(field, format!("{field}: {v:?} is not a valid value")))?;
+        if values.contains(&parsed) {
+            continue;
+        }
+        if values.len() == MAX_ALTERNATIVES {
+            return Err(invalid_query(
+                field,
+                format!("{field} takes at most {MAX_ALTERNATIVES} different values"),
+            ));
+        }
+        values.push(parsed);
+    }
+    Ok(values)
+}
+
+/// A list parameter that cannot be a query: a syntax error, or more values than a list takes.
+fn invalid_query(field: &str, detail: String) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalidQuery",
+        "Invalid Query",
+        detail,
+    )
+    .with_attributes(json!({ "field": field }))
+}
+
+impl From<ListError> for ApiError {
+    fn from(err: ListError) -> Self {
+        match err {
+            ListError::TooManyValues { parameter, .. } => invalid_query(parameter, err.to_string()),
+            ListError::Store(err) => err.into(),
+        }
+    }
 }
 
 /// Return a collection of invitations.
@@ -624,13 +655,8 @@ pub async fn list(
 }
 
 fn syntax_error(field: &str, err: &SyntaxError) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalidQuery",
-        "Invalid Query",
-        format!("{field} {err}"),
-    )
-    .with_attributes(json!({ "field": field, "position": err.position }))
+    invalid_query(field, format!("{field} {err}"))
+        .with_attributes(json!({ "field": field, "position": err.position }))
 }
 
 fn empty_page(start: i64, limit: i64, raw: Option<&str>) -> Result<Response, ApiError> {
