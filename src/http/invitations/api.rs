@@ -476,21 +476,23 @@ pub struct ListParams {
     limit: Option<i64>,
     /// Sort keys, `type` and `state`, `-` for descending: `?sortBy=type,-state`.
     sort_by: Option<String>,
-    /// A filter expression, e.g. `and(eq(state,sent),contains(emailAddress,"@example.com"))`.
+    /// A filter expression, e.g. `and(eq(state,sent),contains(emailAddress,"@example.com"))`:
+    /// at most 4096 bytes, 100 comparisons and 100 different values in one `in()`. A list's
+    /// filter and subset parameters bind at most 400 values together.
     filter: Option<String>,
     /// Searches names, email address and inviter name (case-insensitive substring).
     q: Option<String>,
     /// Only accepted invitations the caller can see that still await completion.
     pending_invitations: Option<bool>,
-    /// `|`-separated account URIs.
+    /// `|`-separated account URIs (at most 100 different).
     account_uri: Option<String>,
-    /// `|`-separated organization URIs.
+    /// `|`-separated organization URIs (at most 100 different).
     organization_uri: Option<String>,
     /// `|`-separated states: sent, accepted, completed, revoked, expired.
     state: Option<String>,
     /// `|`-separated types: joint, authorizedSigner, productPromotion.
     r#type: Option<String>,
-    /// `|`-separated email addresses (compared ignoring case).
+    /// `|`-separated email addresses (compared ignoring case; at most 100 different).
     email_address: Option<String>,
 }
 
