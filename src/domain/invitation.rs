@@ -307,9 +307,13 @@ impl SharedSecret {
 /// spaces, at most 254 characters. Whether the mailbox exists is the mail server's business.
 pub fn parse_email(field: &str, value: &str) -> Result<String, ValidationError> {
     check_text(field, value, 3, 254)?;
+    // The local part is a dot-atom (no quoted strings or comments, which the mailer would
+    // rewrite), so the address delivered to is exactly the address stored.
+    let is_atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c);
     let valid = match value.split_once('@') {
-        Some((_, domain)) => {
-            !domain.contains('@')
+        Some((local, domain)) => {
+            local.chars().all(is_atext)
+                && !domain.contains('@')
                 && domain.contains('.')
                 && !domain.starts_with('[')
                 && !value.chars().any(char::is_whitespace)
