@@ -5,7 +5,7 @@ use crate::auth::dev::{DevCredentials, TokenRequest};
 use crate::auth::jwt::{LocalKeyVerifier, OidcVerifier};
 use crate::auth::{Authenticator, TokenVerifier, hash_api_key};
 use crate::config::{Config, Mode};
-use crate::http::{AppState, rate_limit::RateLimiter, router};
+use crate::http::{AppState, link_base::LinkBase, rate_limit::RateLimiter, router};
 use crate::store::Db;
 use crate::store::connections::SqlConnections;
 use anyhow::Context;
@@ -229,10 +229,13 @@ fn invitations_context(
         Some(url) => Arc::new(HttpEntitlements::new(http_client()?, url.clone())),
         None => Arc::new(TableEntitlements::new(db.clone())),
     };
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{address}"));
+    let listening = format!("http://{address}");
+    let links = LinkBase::new(
+        config.public_url.as_deref(),
+        settings.trust_forwarded_for,
+        &listening,
+    );
+    let public_url = config.public_url.clone().unwrap_or(listening);
     Ok(crate::http::invitations::InvitationsContext::new(
         Arc::new(crate::store::invitations::SqlInvitations::new(db.clone())),
         entitlements,
@@ -240,5 +243,6 @@ fn invitations_context(
         secrets,
         settings,
         public_url,
+        links,
     ))
 }

@@ -23,7 +23,9 @@ pub struct Config {
     pub mode: Mode,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// The externally visible base URL, used in `Location` headers' documentation and emails.
+    /// The externally visible base URL: the start of every link in responses and emails
+    /// (without it, responses link to the request's own origin and emails to the listening
+    /// address).
     pub public_url: Option<String>,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,

@@ -1682,6 +1682,232 @@ async fn patch_changes_the_secret_while_sent(backend: Backend) {
     assert_error(res, 409, "invitationNotUpdatable").await;
 }
 
+// ---- links --------------------------------------------------------------------------
+
+/// Every `href` in a HAL body, with its relation.
+fn hrefs(body: &Value) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![("", body)];
+    while let Some((key, value)) = stack.pop() {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(href)) = map.get("href") {
+                    found.push((key.to_owned(), href.clone()));
+                }
+                stack.extend(map.iter().map(|(k, v)| (k.as_str(), v)));
+            }
+            Value::Array(items) => stack.extend(items.iter().map(|v| (key, v))),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Sends requests of every response kind of the API (root, labels, list pages, create, get as
+/// inviter, joint owner and staff, each action, verification, and HAL errors) through `send`,
+/// and asserts that each `href` is an absolute URI under `base`. The accept page's link goes
+/// into email and so always starts with the configured (or listening) address instead.
+async fn assert_every_href_is_absolute_under(
+    app: &TestApp,
+    base: &str,
+    send: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) {
+    let (alice, bob, staff) = (app.customer(ALICE), app.customer(BOB), app.admin());
+    let mut bodies: Vec<(String, Value)> = Vec::new();
+    let mut call =
+        async |who: Option<&Headers>, method: Method, path: &str, body: Option<Value>| {
+            let request = match who {
+                Some(who) => app.with(who, method.clone(), path),
+                None => app.client.request(method.clone(), app.url(path)),
+            };
+            let request = match &body {
+                Some(body) => request.json(body),
+                None => request,
+            };
+            let res = send(request).send().await.unwrap();
+            let status = res.status();
+            let json = json(res).await;
+            bodies.push((format!("{method} {path} -> {status}"), json.clone()));
+            json
+        };
+    let created = call(
+        Some(&alice),
+        Method::POST,
+        COLLECTION,
+        Some(joint("a@example.com")),
+    )
+    .await;
+    let id = id_of(&created);
+    let other = id_of(
+        &call(
+            Some(&alice),
+            Method::POST,
+            COLLECTION,
+            Some(joint("b@example.com")),
+        )
+        .await,
+    );
+    call(
+        Some(&alice),
+        Method::POST,
+        COLLECTION,
+        Some(joint("c@example.com")),
+    )
+    .await;
+    let one = format!("{COLLECTION}/{id}");
+    call(Some(&alice), Method::GET, "/invitations/", None).await;
+    call(Some(&alice), Method::GET, "/invitations/labels", None).await;
+    call(
+        Some(&alice),
+        Method::GET,
+        &listing(&[("start", "1"), ("limit", "1")]),
+        None,
+    )
+    .await;
+    call(
+        Some(&staff),
+        Method::GET,
+        &listing(&[("filter", "eq(state,sent)")]),
+        None,
+    )
+    .await;
+    call(Some(&alice), Method::GET, &one, None).await;
+    call(Some(&bob), Method::GET, &one, None).await;
+    call(Some(&staff), Method::GET, &one, None).await;
+    call(
+        Some(&alice),
+        Method::PATCH,
+        &one,
+        Some(json!({"sharedSecret": SECRET})),
+    )
+    .await;
+    call(
+        Some(&alice),
+        Method::POST,
+        &format!("/invitations/sent?invitation={id}"),
+        None,
+    )
+    .await;
+    call(
+        Some(&alice),
+        Method::POST,
+        &format!("/invitations/revoked?invitation={other}"),
+        None,
+    )
+    .await;
+    let accept = json!({"invitationId": id, "sharedSecret": SECRET});
+    call(
+        None,
+        Method::POST,
+        "/invitations/verifications",
+        Some(accept),
+    )
+    .await;
+    call(Some(&staff), Method::GET, &one, None).await;
+    call(
+        Some(&staff),
+        Method::POST,
+        &format!("/invitations/completed?invitation={id}"),
+        None,
+    )
+    .await;
+    // Errors: 400, 401, 403, 404, 409.
+    call(
+        Some(&alice),
+        Method::GET,
+        &listing(&[("filter", "eq(nope,1)")]),
+        None,
+    )
+    .await;
+    call(None, Method::GET, COLLECTION, None).await;
+    call(
+        Some(&bob),
+        Method::POST,
+        &format!("/invitations/revoked?invitation={id}"),
+        None,
+    )
+    .await;
+    call(
+        Some(&alice),
+        Method::GET,
+        &format!("{COLLECTION}/0b0fa3d2-missing"),
+        None,
+    )
+    .await;
+    call(
+        Some(&alice),
+        Method::POST,
+        &format!("/invitations/revoked?invitation={id}"),
+        None,
+    )
+    .await;
+    let mut relations = std::collections::BTreeSet::new();
+    for (request, body) in &bodies {
+        let found = hrefs(body);
+        assert!(!found.is_empty(), "{request}: no links in {body}");
+        for (rel, href) in found {
+            let url = reqwest::Url::parse(&href)
+                .unwrap_or_else(|e| panic!("{request}: {rel} {href:?} is not absolute: {e}"));
+            assert!(url.has_host(), "{request}: {rel} {href}");
+            let expected = if rel == "apiture:acceptInvitationUserExperience" {
+                app.config.public_url.as_deref().unwrap_or(&app.base)
+            } else {
+                base
+            };
+            assert!(
+                href.starts_with(expected.trim_end_matches('/')),
+                "{request}: {rel} {href} is not under {expected}"
+            );
+            relations.insert(rel);
+        }
+    }
+    for rel in [
+        "self",
+        "first",
+        "prev",
+        "next",
+        "last",
+        "collection",
+        "describedby",
+        "apiture:invitations",
+        "apiture:revoke",
+        "apiture:send",
+        "apiture:complete",
+        "apiture:invitation",
+        "apiture:acceptInvitationUserExperience",
+    ] {
+        assert!(
+            relations.contains(rel),
+            "no {rel} link was checked: {relations:?}"
+        );
+    }
+}
+
+/// The seed types `link.href` as an absolute URI: hrefs start with `public_url` when it is
+/// configured, else with the request's own origin (the proxy's, when it is trusted).
+async fn every_href_is_an_absolute_uri(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.public_url = Some("https://bank.example/".into())
+    })
+    .await;
+    assert_every_href_is_absolute_under(&app, "https://bank.example/", |r| {
+        r.header("X-Forwarded-Host", "evil.example")
+    })
+    .await;
+    let app = spawn_with(backend, trusting_proxies).await;
+    assert_every_href_is_absolute_under(&app, "https://api.bank.example/", |r| {
+        r.header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "api.bank.example")
+    })
+    .await;
+    let app = spawn(backend).await;
+    let base = app.base.clone();
+    assert_every_href_is_absolute_under(&app, &base, |r| {
+        r.header("X-Forwarded-Host", "evil.example")
+    })
+    .await;
+}
+
 // ---- verification ---------------------------------------------------------------------
 
 async fn verify_counts_attempts_and_accepts_once(backend: Backend) {
@@ -2999,6 +3225,7 @@ on_both_backends!(
     the_sweeper_persists_expiry_without_changing_the_entity_tag,
     root_labels_and_api_document,
     the_accept_page_verifies_through_a_plain_form,
+    every_href_is_an_absolute_uri,
     an_invitation_is_seen_only_through_the_uri_its_type_names,
     only_inviting_roles_may_invite_and_every_holder_sees,
     the_inviters_name_comes_from_the_token_or_must_read_as_a_name,

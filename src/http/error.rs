@@ -2,12 +2,14 @@
 //! RFC 9457 `application/problem+json` for `/bankingAdmin`, the HAL `errorResponse` with
 //! `_error` for `/invitations`.
 
+use super::link_base::LinkBase;
 use crate::domain::{ValidationError, ids::ResourceId, time::Timestamp};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// An error answer; boxed so that `Result<_, ApiError>` stays small on the success path.
 #[derive(Debug, Clone)]
@@ -216,13 +218,20 @@ pub enum ErrorFormat {
 struct RequestFacts {
     path: String,
     request_id: Option<HeaderValue>,
+    format: ErrorFormat,
+    /// The base of a HAL error's links (`LinkBase`); problem details carry no links.
+    link_base: Option<Arc<str>>,
 }
 
 impl RequestFacts {
-    fn of(req: &Request) -> Self {
+    fn of(req: &Request, links: &LinkBase) -> Self {
+        let path = req.uri().path();
+        let format = ErrorFormat::for_path(path);
         Self {
-            path: req.uri().path().to_owned(),
+            path: path.to_owned(),
             request_id: req.headers().get("x-request-id").cloned(),
+            format,
+            link_base: (format == ErrorFormat::Hal).then(|| links.of(req.headers())),
         }
     }
 
@@ -302,10 +311,11 @@ pub struct HalError {
     pub links: Value,
 }
 
-fn render(err: &ApiError, format: ErrorFormat, facts: &RequestFacts) -> Response {
+fn render(err: &ApiError, facts: &RequestFacts) -> Response {
     let problem_id = facts.problem_id();
     let occurred_at = Timestamp::now();
-    let (content_type, body) = match format {
+    let link_base = facts.link_base.as_deref().unwrap_or_default();
+    let (content_type, body) = match facts.format {
         ErrorFormat::Problem => (
             "application/problem+json",
             serde_json::to_string(&ProblemBody {
@@ -323,7 +333,7 @@ fn render(err: &ApiError, format: ErrorFormat, facts: &RequestFacts) -> Response
             "application/hal+json",
             serde_json::to_string(&HalErrorBody {
                 profile: "https://production.api.apiture.com/schemas/common/errorResponse/v2.1.0/profile.json",
-                links: json!({ "self": { "href": facts.path } }),
+                links: json!({ "self": { "href": format!("{link_base}{}", facts.path) } }),
                 error: HalError {
                     id: problem_id,
                     message: err.detail.clone(),
@@ -332,7 +342,7 @@ fn render(err: &ApiError, format: ErrorFormat, facts: &RequestFacts) -> Response
                     occurred_at,
                     attributes: err.attributes.clone(),
                     remediation: err.remediation.map(str::to_owned),
-                    links: json!({ "describedby": { "href": format!("/errors/{}", err.type_name) } }),
+                    links: json!({ "describedby": { "href": format!("{link_base}/errors/{}", err.type_name) } }),
                 },
             }),
         ),
@@ -368,12 +378,11 @@ impl ErrorFormat {
 
 /// Middleware: renders every error response in the calling API's format, whether a handler,
 /// an extractor or a layer (body limit, timeout, routing) produced it.
-pub async fn render_errors(req: Request, next: Next) -> Response {
-    let facts = RequestFacts::of(&req);
-    let format = ErrorFormat::for_path(&facts.path);
+pub async fn render_errors(State(links): State<LinkBase>, req: Request, next: Next) -> Response {
+    let facts = RequestFacts::of(&req, &links);
     let mut res = next.run(req).await;
     if let Some(err) = res.extensions_mut().remove::<ApiError>() {
-        return with_allow(render(&err, format, &facts), &res);
+        return with_allow(render(&err, &facts), &res);
     }
     let status = res.status();
     let is_bare_error = (status.is_client_error() || status.is_server_error())
@@ -384,7 +393,7 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
                 && !ct.as_bytes().starts_with(b"text/html")
         });
     if is_bare_error {
-        return with_allow(render(&ApiError::from_status(status), format, &facts), &res);
+        return with_allow(render(&ApiError::from_status(status), &facts), &res);
     }
     res
 }

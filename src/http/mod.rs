@@ -4,6 +4,7 @@ pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod invitations;
+pub mod link_base;
 pub mod openapi;
 pub mod rate_limit;
 pub mod serve;
@@ -53,6 +54,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
+    let links = state.invitations.links.clone();
     let admin = Router::new()
         .route(
             "/customerAudienceConnections",
@@ -109,7 +111,7 @@ pub fn router(state: AppState) -> Router {
             )
         }))
         // Outside the limits and timeouts, so that their answers are rendered too.
-        .layer(middleware::from_fn(render_errors))
+        .layer(middleware::from_fn_with_state(links, render_errors))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(config.http.request_timeout_secs),

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 const ID_PARAM: &str = "invitationId";
@@ -73,6 +74,20 @@ impl FromRequestParts<AppState> for InvCaller {
     }
 }
 
+/// The absolute base URL of this request's links (`LinkBase`).
+pub struct RequestBase(pub Arc<str>);
+
+impl FromRequestParts<AppState> for RequestBase {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(state.invitations.links.of(&parts.headers)))
+    }
+}
+
 // ---- Wire representations -------------------------------------------------------------
 
 /// A HAL link.
@@ -82,14 +97,19 @@ pub struct Link {
     pub href: String,
 }
 
-fn link(href: impl Into<String>) -> Link {
-    Link { href: href.into() }
+/// A link to `path` (with its query) under `base`.
+fn link(base: &str, path: &str) -> Link {
+    Link {
+        href: [base, path].concat(),
+    }
 }
 
 /// An invitation's `_links`: only the actions allowed now. The hrefs are written straight into
 /// the response; a page of 100 would otherwise format and free about 400 of them.
 #[derive(Debug)]
 pub struct InvitationLinks<'a> {
+    /// The base of the API's own links (`RequestBase`).
+    base: &'a str,
     id: &'a str,
     /// The public base URL, when the accept page is offered.
     accept_base: Option<&'a str>,
@@ -101,7 +121,7 @@ pub struct InvitationLinks<'a> {
 impl Serialize for InvitationLinks<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let id = self.id;
+        let (base, id) = (self.base, self.id);
         let offered = [
             (
                 "apiture:acceptInvitationUserExperience",
@@ -110,19 +130,19 @@ impl Serialize for InvitationLinks<'_> {
             (
                 "apiture:complete",
                 self.complete
-                    .then_some(Href("", "/invitations/completed?invitation=", id)),
+                    .then_some(Href(base, "/invitations/completed?invitation=", id)),
             ),
             (
                 "apiture:revoke",
                 self.revoke
-                    .then_some(Href("", "/invitations/revoked?invitation=", id)),
+                    .then_some(Href(base, "/invitations/revoked?invitation=", id)),
             ),
             (
                 "apiture:send",
                 self.send
-                    .then_some(Href("", "/invitations/sent?invitation=", id)),
+                    .then_some(Href(base, "/invitations/sent?invitation=", id)),
             ),
-            ("self", Some(Href(COLLECTION, "/", id))),
+            ("self", Some(Href(base, "/invitations/invitations/", id))),
         ];
         // In key order, as clients saw them from a sorted map.
         let mut map = s.serialize_map(None)?;
@@ -303,10 +323,12 @@ impl InvitationsContext {
         &'a self,
         inv: &'a Invitation,
         access: Access,
+        base: &'a str,
     ) -> Result<InvitationBody<'a>, ApiError> {
         let id = inv.id.as_str();
         let sent = inv.state == InvitationState::Sent;
         let links = InvitationLinks {
+            base,
             id,
             accept_base: (sent && !self.is_locked(inv)).then_some(self.public_url.as_str()),
             revoke: sent && access.may_act(),
@@ -359,8 +381,9 @@ impl InvitationsContext {
         status: StatusCode,
         inv: &Invitation,
         access: Access,
+        base: &str,
     ) -> Result<Response, ApiError> {
-        let body = self.body(inv, access)?;
+        let body = self.body(inv, access, base)?;
         let mut res = hal(status, &body);
         if let Ok(etag) = HeaderValue::from_str(&inv.etag()) {
             res.headers_mut().insert(header::ETAG, etag);
@@ -411,18 +434,24 @@ pub struct ApiRoot {
 /// Top-level resources and operations in this API.
 #[utoipa::path(get, path = "/invitations/", operation_id = "getApi", tag = "API",
     responses((status = 200, description = "OK.", body = ApiRoot)))]
-pub async fn get_api(InvCaller(caller): InvCaller) -> Result<Response, ApiError> {
+pub async fn get_api(
+    InvCaller(caller): InvCaller,
+    RequestBase(base): RequestBase,
+) -> Result<Response, ApiError> {
     require_scope(&caller, Scope::Read)?;
     Ok(hal(
         StatusCode::OK,
         &ApiRoot {
             profile: "https://production.api.apiture.com/schemas/common/root/v2.1.0/profile.json",
             links: BTreeMap::from([
-                ("self", link("/invitations/")),
-                ("apiture:invitations", link(COLLECTION)),
-                ("apiture:verifications", link("/invitations/verifications")),
-                ("apiture:labels", link("/invitations/labels")),
-                ("apiture:apiDoc", link("/invitations/apiDoc")),
+                ("self", link(&base, "/invitations/")),
+                ("apiture:invitations", link(&base, COLLECTION)),
+                (
+                    "apiture:verifications",
+                    link(&base, "/invitations/verifications"),
+                ),
+                ("apiture:labels", link(&base, "/invitations/labels")),
+                ("apiture:apiDoc", link(&base, "/invitations/apiDoc")),
             ]),
             id: "invitations",
             name: "Invitations",
@@ -450,11 +479,12 @@ pub async fn get_api_doc(InvCaller(caller): InvCaller) -> Result<Response, ApiEr
     responses((status = 200, description = "OK.", body = LabelGroups)))]
 pub async fn get_labels(
     InvCaller(caller): InvCaller,
+    RequestBase(base): RequestBase,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_scope(&caller, Scope::Read)?;
     let locale = locale_of(&headers);
-    let mut res = hal(StatusCode::OK, &labels(locale));
+    let mut res = hal(StatusCode::OK, &labels(locale, &base));
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(locale));
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
@@ -555,6 +585,7 @@ impl From<ListError> for ApiError {
 pub async fn list(
     InvCaller(caller): InvCaller,
     State(state): State<AppState>,
+    RequestBase(base): RequestBase,
     RawQuery(raw): RawQuery,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -640,7 +671,14 @@ pub async fn list(
         limit,
     };
     if nothing_pending {
-        return empty_page(start, limit, raw.as_deref());
+        return Ok(page_response(
+            &base,
+            start,
+            limit,
+            Some(0),
+            raw.as_deref(),
+            Vec::new(),
+        ));
     }
     let (items, count) = ctx.repo.list(&query).await?;
     let mut bodies = Vec::with_capacity(items.len());
@@ -651,9 +689,16 @@ pub async fn list(
                 inv.id
             ))
         })?;
-        bodies.push(ctx.body(inv, access)?);
+        bodies.push(ctx.body(inv, access, &base)?);
     }
-    Ok(page_response(start, limit, count, raw.as_deref(), bodies))
+    Ok(page_response(
+        &base,
+        start,
+        limit,
+        count,
+        raw.as_deref(),
+        bodies,
+    ))
 }
 
 fn syntax_error(field: &str, err: &SyntaxError) -> ApiError {
@@ -661,12 +706,8 @@ fn syntax_error(field: &str, err: &SyntaxError) -> ApiError {
         .with_attributes(json!({ "field": field, "position": err.position }))
 }
 
-fn empty_page(start: i64, limit: i64, raw: Option<&str>) -> Result<Response, ApiError> {
-    Ok(page_response(start, limit, Some(0), raw, Vec::new()))
-}
-
-/// The collection URL with the request's own parameters and another `start`.
-fn page_href(raw: Option<&str>, start: i64, limit: i64) -> String {
+/// The collection's path with the request's own parameters and another `start`.
+fn page_path(raw: Option<&str>, start: i64, limit: i64) -> String {
     let mut url = reqwest::Url::parse("http://localhost/invitations/invitations")
         .expect("a constant URL parses");
     {
@@ -690,6 +731,7 @@ fn page_href(raw: Option<&str>, start: i64, limit: i64) -> String {
 }
 
 fn page_response(
+    base: &str,
     start: i64,
     limit: i64,
     count: Option<i64>,
@@ -697,12 +739,15 @@ fn page_response(
     items: Vec<InvitationBody<'_>>,
 ) -> Response {
     let mut links = BTreeMap::from([
-        ("self", link(page_href(raw, start, limit))),
-        ("first", link(page_href(raw, 0, limit))),
-        ("collection", link(COLLECTION)),
+        ("self", link(base, &page_path(raw, start, limit))),
+        ("first", link(base, &page_path(raw, 0, limit))),
+        ("collection", link(base, COLLECTION)),
     ]);
     if start > 0 {
-        links.insert("prev", link(page_href(raw, (start - limit).max(0), limit)));
+        links.insert(
+            "prev",
+            link(base, &page_path(raw, (start - limit).max(0), limit)),
+        );
     }
     // `start` may be anything up to i64::MAX: a page past the end is empty, not an overflow.
     // Without a count, a full page may have a next one.
@@ -711,12 +756,12 @@ fn page_response(
         None => i64::try_from(items.len()).is_ok_and(|n| n == limit),
     };
     if more && let Some(next) = start.checked_add(limit) {
-        links.insert("next", link(page_href(raw, next, limit)));
+        links.insert("next", link(base, &page_path(raw, next, limit)));
     }
     if let Some(count) = count.filter(|&c| c > 0) {
         links.insert(
             "last",
-            link(page_href(raw, (count - 1) / limit * limit, limit)),
+            link(base, &page_path(raw, (count - 1) / limit * limit, limit)),
         );
     }
     let size_hint = 1024 + 1200 * items.len();
@@ -745,6 +790,7 @@ fn page_response(
 pub async fn create(
     InvCaller(caller): InvCaller,
     State(state): State<AppState>,
+    RequestBase(base): RequestBase,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Response, ApiError> {
@@ -819,7 +865,7 @@ pub async fn create(
     } else {
         Access::Owner
     };
-    let mut res = ctx.response(StatusCode::CREATED, &invitation, access)?;
+    let mut res = ctx.response(StatusCode::CREATED, &invitation, access, &base)?;
     if let Ok(location) = HeaderValue::from_str(&format!("{COLLECTION}/{}", invitation.id)) {
         res.headers_mut().insert(header::LOCATION, location);
     }
@@ -940,6 +986,7 @@ fn cap_error(reached: CapReached, kind: InvitationType) -> ApiError {
 pub async fn get_one(
     InvCaller(caller): InvCaller,
     State(state): State<AppState>,
+    RequestBase(base): RequestBase,
     Path(id): Path<String>,
     IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, ApiError> {
@@ -950,7 +997,7 @@ pub async fn get_one(
     if if_none_match.is_some_and(|c| c.matches_weakly(&inv.etag())) {
         return Ok(crate::http::not_modified(&inv.etag()));
     }
-    ctx.response(StatusCode::OK, &inv, access)
+    ctx.response(StatusCode::OK, &inv, access, &base)
 }
 
 fn may_act(access: Access) -> Result<(), ApiError> {
@@ -994,10 +1041,11 @@ async fn change(
     caller: &Caller,
     id: &ResourceId,
     if_match: Option<&Condition>,
+    base: &str,
     change: impl Fn(&mut Invitation) -> Result<Effect, Refusal> + Send + Sync,
 ) -> Result<Response, ApiError> {
     let (changed, access) = apply(ctx, caller, id, if_match, change).await?;
-    ctx.response(StatusCode::OK, &changed, access)
+    ctx.response(StatusCode::OK, &changed, access, base)
 }
 
 /// Applies an inviter's or staff member's change to a visible invitation, with `If-Match`
@@ -1044,6 +1092,7 @@ async fn apply(
 pub async fn patch(
     InvCaller(caller): InvCaller,
     State(state): State<AppState>,
+    RequestBase(base): RequestBase,
     Path(id): Path<String>,
     IfMatch(if_match): IfMatch,
     JsonBody(body): JsonBody<PatchBody>,
@@ -1053,7 +1102,7 @@ pub async fn patch(
     let secret = SharedSecret::parse("sharedSecret", &body.shared_secret)?;
     let ctx = &state.invitations;
     let sealed = ctx.secrets.seal(id.as_str(), secret.expose());
-    change(ctx, &caller, &id, if_match.as_ref(), |inv| {
+    change(ctx, &caller, &id, if_match.as_ref(), &base, |inv| {
         inv.replace_secret(Timestamp::now(), sealed.clone())
             .map(|()| Effect::Save)
     })
@@ -1083,14 +1132,20 @@ fn saved(changed: Changed) -> Effect {
 pub async fn revoke(
     InvCaller(caller): InvCaller,
     State(state): State<AppState>,
+    RequestBase(base): RequestBase,
     IfMatch(if_match): IfMatch,
     query: Result<Query<ActionParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require_scope(&caller, Scope::Write)?;
     let id = path_id("invitation", &query_params(query)?.invitation)?;
-    change(&state.invitations, &caller, &id, if_match.as_ref(), |inv| {
-        inv.revoke(Timestamp::now()).map(saved)
-    })
+    change(
+        &state.invitations,
+        &caller,
+        &id,
+        if_match.as_ref(),
+        &base,
+        |inv| inv.revoke(Timestamp::now()).map(saved),
+    )
     .await
 }
 
@@ -1103,6 +1158,7 @@ pub async fn revoke(
 pub async fn send(
     InvCaller(caller): InvCaller,
     State(state): State<AppState>,
+    RequestBase(base): RequestBase,
     IfMatch(if_match): IfMatch,
     headers: HeaderMap,
     query: Result<Query<ActionParams>, QueryRejection>,
@@ -1111,7 +1167,7 @@ pub async fn send(
     let id = path_id("invitation", &query_params(query)?.invitation)?;
     let ctx = &state.invitations;
     let locale = locale_of(&headers);
-    let resent = change(ctx, &caller, &id, if_match.as_ref(), |inv| {
+    let resent = change(ctx, &caller, &id, if_match.as_ref(), &base, |inv| {
         inv.resend(Timestamp::now(), ctx.settings.resend_limit)
             .map(|()| Effect::SaveAndSend(ctx.email(inv, locale)))
     })
@@ -1129,6 +1185,7 @@ pub async fn send(
 pub async fn complete(
     InvCaller(caller): InvCaller,
     State(state): State<AppState>,
+    RequestBase(base): RequestBase,
     IfMatch(if_match): IfMatch,
     query: Result<Query<ActionParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -1139,9 +1196,14 @@ pub async fn complete(
         ));
     }
     let id = path_id("invitation", &query_params(query)?.invitation)?;
-    change(&state.invitations, &caller, &id, if_match.as_ref(), |inv| {
-        inv.complete(Timestamp::now()).map(saved)
-    })
+    change(
+        &state.invitations,
+        &caller,
+        &id,
+        if_match.as_ref(),
+        &base,
+        |inv| inv.complete(Timestamp::now()).map(saved),
+    )
     .await
 }
 
@@ -1152,6 +1214,7 @@ pub async fn complete(
     responses((status = 200, description = "OK - the invitation was matched and accepted.", body = VerificationBody)))]
 pub async fn verify(
     State(state): State<AppState>,
+    RequestBase(base): RequestBase,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<VerificationBody>,
@@ -1173,8 +1236,8 @@ pub async fn verify(
                 &VerificationBody {
                     profile: Some("https://production.api.apiture.com/schemas/invitations/verification/v2.1.0/profile.json".to_owned()),
                     links: Some(json!({
-                        "self": { "href": "/invitations/verifications" },
-                        "apiture:invitation": { "href": format!("{COLLECTION}/{}", inv.id) },
+                        "self": { "href": format!("{base}/invitations/verifications") },
+                        "apiture:invitation": { "href": format!("{base}{COLLECTION}/{}", inv.id) },
                     })),
                     ..body
                 },
@@ -1222,7 +1285,7 @@ pub struct SimpleLabel {
     pub description: &'static str,
 }
 
-pub fn labels(locale: &str) -> LabelGroups {
+pub fn labels(locale: &str, base: &str) -> LabelGroups {
     type Item = (&'static str, [(&'static str, &'static str); 2]);
     const STATES: [Item; 5] = [
         (
@@ -1328,7 +1391,7 @@ pub fn labels(locale: &str) -> LabelGroups {
     };
     LabelGroups {
         profile: "https://production.api.apiture.com/schemas/common/labelGroups/v1.1.0/profile.json",
-        links: BTreeMap::from([("self", link("/invitations/labels"))]),
+        links: BTreeMap::from([("self", link(base, "/invitations/labels"))]),
         groups: BTreeMap::from([
             ("invitationState", group(&STATES)),
             ("invitationType", group(&TYPES)),
@@ -1344,6 +1407,7 @@ mod tests {
     fn invitation_links_are_written_in_key_order_with_full_hrefs() {
         let id = "0b0fa3d2";
         let all = InvitationLinks {
+            base: "https://api.bank.example",
             id,
             accept_base: Some("https://bank.example"),
             revoke: true,
@@ -1355,15 +1419,19 @@ mod tests {
         let expected = json!({
             "apiture:acceptInvitationUserExperience":
                 {"href": "https://bank.example/invitations/accept?invitationId=0b0fa3d2"},
-            "apiture:complete": {"href": "/invitations/completed?invitation=0b0fa3d2"},
-            "apiture:revoke": {"href": "/invitations/revoked?invitation=0b0fa3d2"},
-            "apiture:send": {"href": "/invitations/sent?invitation=0b0fa3d2"},
-            "self": {"href": "/invitations/invitations/0b0fa3d2"},
+            "apiture:complete":
+                {"href": "https://api.bank.example/invitations/completed?invitation=0b0fa3d2"},
+            "apiture:revoke":
+                {"href": "https://api.bank.example/invitations/revoked?invitation=0b0fa3d2"},
+            "apiture:send":
+                {"href": "https://api.bank.example/invitations/sent?invitation=0b0fa3d2"},
+            "self": {"href": "https://api.bank.example/invitations/invitations/0b0fa3d2"},
         });
         // serde_json's map sorts its keys: equal text means the same links in the same order.
         assert_eq!(written, expected.to_string());
         assert_eq!(serde_json::to_value(&parsed).unwrap(), expected);
         let only_self = InvitationLinks {
+            base: "https://api.bank.example",
             id,
             accept_base: None,
             revoke: false,
@@ -1372,19 +1440,19 @@ mod tests {
         };
         assert_eq!(
             sonic_rs::to_string(&only_self).unwrap(),
-            r#"{"self":{"href":"/invitations/invitations/0b0fa3d2"}}"#
+            r#"{"self":{"href":"https://api.bank.example/invitations/invitations/0b0fa3d2"}}"#
         );
     }
 
     #[test]
     fn page_links_keep_the_request_parameters() {
-        let href = page_href(Some("state=sent%7Caccepted&start=5&limit=2&q=a+b"), 7, 2);
+        let href = page_path(Some("state=sent%7Caccepted&start=5&limit=2&q=a+b"), 7, 2);
         assert_eq!(
             href,
             "/invitations/invitations?state=sent%7Caccepted&q=a+b&start=7&limit=2"
         );
         assert_eq!(
-            page_href(None, 0, 10),
+            page_path(None, 0, 10),
             "/invitations/invitations?start=0&limit=10"
         );
     }

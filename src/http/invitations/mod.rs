@@ -7,6 +7,7 @@ pub mod forwarded;
 pub mod page;
 
 use super::error::ApiError;
+use super::link_base::LinkBase;
 use crate::auth::Caller;
 use crate::config::InvitationsConfig;
 use crate::domain::attempts::{AttemptLimit, client_key};
@@ -37,8 +38,11 @@ pub struct InvitationsContext {
     pub entitlements: Arc<dyn Entitlements>,
     pub secrets: SecretBox,
     pub settings: InvitationsConfig,
-    /// The externally visible base URL, for the accept-page link (no trailing slash).
+    /// The externally visible base URL, for the accept-page link (no trailing slash): the
+    /// configured one, never a request's, since the link goes into email.
     pub public_url: String,
+    /// The base of each response's other links.
+    pub links: LinkBase,
     pub attempts: Arc<dyn AttemptCounter>,
 }
 
@@ -108,6 +112,7 @@ impl InvitationsContext {
         secrets: SecretBox,
         settings: InvitationsConfig,
         public_url: String,
+        links: LinkBase,
     ) -> Self {
         Self {
             repo,
@@ -115,6 +120,7 @@ impl InvitationsContext {
             secrets,
             settings,
             public_url: public_url.trim_end_matches('/').to_owned(),
+            links,
             attempts,
         }
     }
