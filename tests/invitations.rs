@@ -211,7 +211,7 @@ async fn create_answers_201_with_location_etag_links_and_queues_the_email(backen
     );
     assert_eq!(
         body["_links"]["apiture:revoke"]["href"],
-        format!("/invitations/revoked?invitation={id}")
+        app.url(&format!("/invitations/revoked?invitation={id}"))
     );
     let created = time::OffsetDateTime::parse(
         body["createdAt"].as_str().unwrap(),
@@ -574,7 +574,7 @@ async fn action_links_appear_exactly_when_following_them_changes_the_invitation(
                 assert_eq!(view["state"], state);
                 let link = view["_links"].get(rel);
                 if let Some(link) = link {
-                    assert_eq!(link["href"], format!("{action}?invitation={id}"));
+                    assert_eq!(link["href"], app.url(&format!("{action}?invitation={id}")));
                     offered.push(format!("{state} {viewer} {rel}"));
                 }
                 let res = post(headers, action, &id).await.unwrap();
@@ -761,10 +761,11 @@ async fn list_pages_with_count_and_hal_links(backend: Backend) {
     let items = page["_embedded"]["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["emailAddress"], "invitee2@example.com");
+    // The path of a link, which starts with the service's own address.
     let href = |rel: &str| {
-        page["_links"][rel]["href"]
-            .as_str()
-            .unwrap_or("")
+        let href = page["_links"][rel]["href"].as_str().unwrap_or("");
+        href.strip_prefix(&app.base)
+            .unwrap_or_else(|| panic!("{rel} {href} is not under {}", app.base))
             .to_owned()
     };
     assert_eq!(
@@ -970,7 +971,7 @@ async fn list_leaves_out_a_count_beyond_the_limit(backend: Backend) {
         assert!(full["_links"].get("last").is_none());
         assert_eq!(
             full["_links"]["next"]["href"],
-            "/invitations/invitations?state=sent&start=10&limit=10"
+            app.url("/invitations/invitations?state=sent&start=10&limit=10")
         );
         // A page that is not full is the last one: its count is known without counting.
         let end = page("state=sent&start=995&limit=10").await;
@@ -979,7 +980,7 @@ async fn list_leaves_out_a_count_beyond_the_limit(backend: Backend) {
         assert!(end["_links"].get("next").is_none());
         assert_eq!(
             end["_links"]["last"]["href"],
-            "/invitations/invitations?state=sent&start=1000&limit=10"
+            app.url("/invitations/invitations?state=sent&start=1000&limit=10")
         );
         let past = page("state=sent&start=2000&limit=10").await;
         assert!(past.get("count").is_none(), "{past}");
@@ -1009,7 +1010,7 @@ async fn list_answers_an_empty_page_for_the_largest_start(backend: Backend) {
     assert!(page["_links"].get("next").is_none());
     assert_eq!(
         page["_links"]["last"]["href"],
-        "/invitations/invitations?start=0&limit=1"
+        app.url("/invitations/invitations?start=0&limit=1")
     );
 }
 
@@ -1525,7 +1526,10 @@ async fn complete_is_for_staff_from_accepted_only(backend: Backend) {
     let staff_view = app
         .get_json(&app.admin(), &format!("{COLLECTION}/{id}"))
         .await;
-    assert_eq!(staff_view["_links"]["apiture:complete"]["href"], complete);
+    assert_eq!(
+        staff_view["_links"]["apiture:complete"]["href"],
+        app.url(&complete)
+    );
     let pending = app
         .get_json(
             &app.customer(ALICE),
@@ -2351,7 +2355,10 @@ async fn root_labels_and_api_document(backend: Backend) {
     let app = spawn(backend).await;
     let alice = app.customer(ALICE);
     let root = app.get_json(&alice, "/invitations/").await;
-    assert_eq!(root["_links"]["apiture:invitations"]["href"], COLLECTION);
+    assert_eq!(
+        root["_links"]["apiture:invitations"]["href"],
+        app.url(COLLECTION)
+    );
     assert_eq!(root["apiVersion"], "0.7.1");
     let res = app
         .with(&alice, Method::GET, "/invitations/labels")
