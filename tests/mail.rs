@@ -246,13 +246,17 @@ async fn an_smtp_relay_receives_the_rendered_invitation(backend: Backend) {
     }
 }
 
-async fn an_smtp_outage_delays_delivery_but_loses_and_duplicates_nothing(backend: Backend) {
-    // A port nobody listens on (yet).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A local port nobody listens on (yet).
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+async fn an_smtp_outage_delays_delivery_but_loses_and_duplicates_nothing(backend: Backend) {
+    let port = unused_port();
     let app = TestApp::spawn_with(backend, |c| {
         quick_email(c);
         c.email.smtp = Some(smtp_on(port));
@@ -506,11 +510,7 @@ async fn a_recipient_the_relay_refuses_is_given_up_and_listed(backend: Backend) 
 /// A relay that stays unreachable is retried with backoff, but not forever: after
 /// `max_attempts` the message is given up.
 async fn a_message_failing_past_max_attempts_is_given_up(backend: Backend) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let app = TestApp::spawn_with(backend, |c| {
         quick_email(c);
         c.email.max_attempts = 4;
