@@ -317,7 +317,7 @@ fn constrain_create(doc: &mut OpenApiDoc) {
         "maxLength": 254,
         // A bare address of ASCII dot-atoms (a local part of at most 63 characters, labels of
         // at most 63), which the mailer's parser (and so `parse_email`) always accepts; the
-        // handler also takes some addresses this leaves out (quoted local parts, other scripts).
+        // handler also takes some addresses this leaves out (longer or more dotted local parts).
         "pattern": format!(
             "^{atom}(\\.{atom}){{0,3}}@{label}(\\.{label})+$",
             atom = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,15}",
