@@ -82,8 +82,8 @@ per_second = 0
 
 [invitations]
 verify_max_attempts_per_ip = 1000000
-daily_invitations_per_customer = 1000000
-open_invitations_per_resource = 1000000
+daily_invitations_per_customer = 0
+open_invitations_per_resource = 0
 TOML
 "$tandem" serve --config "$data/tandem.toml" --data-dir "$data" --addr "$addr" >"$data/server.log" 2>&1 &
 server_pid=$!

@@ -678,9 +678,11 @@ pub struct InvitationsConfig {
     pub account_inviter_roles: Vec<String>,
     /// Entitlement roles on an organization that may invite authorized signers to it.
     pub organization_inviter_roles: Vec<String>,
-    /// The most invitations one customer may create in any 24 hours (staff are not capped).
+    /// The most invitations one customer may create in any 24 hours (staff are not capped);
+    /// 0 turns the cap off.
     pub daily_invitations_per_customer: i64,
-    /// The most open (sent, not expired) invitations on one account or organization.
+    /// The most open (sent, not expired) invitations on one account or organization; 0 turns
+    /// the cap off.
     pub open_invitations_per_resource: i64,
 }
 
@@ -729,10 +731,10 @@ impl InvitationsConfig {
         if self.sweep_interval_secs < 1 {
             bail!("invitations.sweep_interval_secs must be at least 1");
         }
-        if self.daily_invitations_per_customer < 1 || self.open_invitations_per_resource < 1 {
+        if self.daily_invitations_per_customer < 0 || self.open_invitations_per_resource < 0 {
             bail!(
                 "invitations.daily_invitations_per_customer and open_invitations_per_resource \
-                 must be at least 1"
+                 must not be negative (0 turns a cap off)"
             );
         }
         Ok(())

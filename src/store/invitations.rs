@@ -145,8 +145,8 @@ pub struct CreateCaps {
     /// The most invitations the inviter may create in any 24 hours; None: no cap (staff).
     pub per_customer_per_day: Option<i64>,
     /// The most open invitations (sent, not expired) on the account or organization the
-    /// invitation names.
-    pub open_per_resource: i64,
+    /// invitation names; None: no cap.
+    pub open_per_resource: Option<i64>,
 }
 
 /// Which cap a create would pass.
@@ -1046,7 +1046,7 @@ async fn check_caps(
                 invitation.customer_id
             ));
         }
-        if let Some((uri, _)) = resource {
+        if let Some((uri, _)) = resource.filter(|_| caps.open_per_resource.is_some()) {
             keys.push(format!("invitations on {uri}"));
         }
         for key in keys {
@@ -1057,14 +1057,17 @@ async fn check_caps(
             .await?;
         }
     }
+    // Each count reads at most its cap's number of rows: a create costs the same whatever the
+    // inviter or the account has done before.
     let now = invitation.created_at.millis();
     if let Some(limit) = caps.per_customer_per_day {
         let window_start = now - CREATE_WINDOW_MS;
         let created: Option<Creations> = tx
             .fetch_optional(SqlBuilder::fixed(
-                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM invitation_creations \
-                 WHERE customer_id = $1 AND created_at > $2",
-                params![&invitation.customer_id, window_start],
+                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM (SELECT created_at \
+                 FROM invitation_creations WHERE customer_id = $1 AND created_at > $2 \
+                 ORDER BY created_at LIMIT $3) AS counted",
+                params![&invitation.customer_id, window_start, limit],
             ))
             .await?;
         if let Some(Creations { count, oldest }) = created
@@ -1077,22 +1080,24 @@ async fn check_caps(
             }));
         }
     }
-    if let Some((uri, column)) = resource {
-        let mut open = SqlBuilder::new("SELECT COUNT(*) AS n FROM invitations WHERE type = '");
+    if let Some(((uri, column), limit)) = resource.zip(caps.open_per_resource) {
+        let mut open =
+            SqlBuilder::new("SELECT COUNT(*) AS n FROM (SELECT id FROM invitations WHERE type = '");
         open.push(invitation.kind.as_str())
             .push("' AND ")
             .push(column)
             .push(" = ")
             .bind(Param::Text(uri.to_owned()))
             .push(" AND state = 'sent' AND expires_at > ")
-            .bind(Param::Int(now));
+            .bind(Param::Int(now))
+            .push(" LIMIT ")
+            .bind(Param::Int(limit))
+            .push(") AS counted");
         let Some(Count(count)) = tx.fetch_optional(open).await? else {
             return Err(anyhow::anyhow!("a count query returned no row").into());
         };
-        if count >= caps.open_per_resource {
-            return Ok(Err(CapReached::OpenOnResource {
-                limit: caps.open_per_resource,
-            }));
+        if count >= limit {
+            return Ok(Err(CapReached::OpenOnResource { limit }));
         }
     }
     Ok(Ok(()))

@@ -77,8 +77,8 @@ impl TestApp {
         // alone keep it off, the sync tests switch it on.
         config.sync.enabled = false;
         // Tests create many invitations per customer and account; the caps' tests set theirs.
-        config.invitations.daily_invitations_per_customer = 1_000_000;
-        config.invitations.open_invitations_per_resource = 1_000_000;
+        config.invitations.daily_invitations_per_customer = 0;
+        config.invitations.open_invitations_per_resource = 0;
         let mut pg_database = None;
         if backend == Backend::Postgres {
             let name = format!("tandem_test_{}", uuid::Uuid::new_v4().simple());

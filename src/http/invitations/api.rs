@@ -846,10 +846,12 @@ pub async fn create(
         updated_at: now,
         expires_at: now.plus_days(ctx.settings.expiry_days),
     };
+    // A cap of 0 is no cap.
+    let cap = |limit: i64| (limit > 0).then_some(limit);
     let caps = CreateCaps {
-        per_customer_per_day: (!caller.admin)
-            .then_some(ctx.settings.daily_invitations_per_customer),
-        open_per_resource: ctx.settings.open_invitations_per_resource,
+        per_customer_per_day: cap(ctx.settings.daily_invitations_per_customer)
+            .filter(|_| !caller.admin),
+        open_per_resource: cap(ctx.settings.open_invitations_per_resource),
     };
     ctx.repo
         .insert(
