@@ -12,6 +12,7 @@
 //! Links go back only to the client that sent the request. The invitation email's accept link
 //! never takes a request's origin (a customer could name any host); it uses the configured base.
 
+use super::invitations::forwarded::proxy_added_entry;
 use axum::http::HeaderMap;
 use axum::http::uri::Authority;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ impl LinkBase {
         }
         let forwarded = |name: &str| {
             self.trust_proxy
-                .then(|| last_entry(headers, name))
+                .then(|| proxy_added_entry(headers, name))
                 .flatten()
         };
         let scheme = match forwarded("x-forwarded-proto") {
@@ -56,13 +57,6 @@ impl LinkBase {
             None => self.fallback.clone(),
         }
     }
-}
-
-/// The last entry of the last line of a comma-separated forwarding header: the one the proxy
-/// in front added (any earlier one may come from the client).
-fn last_entry<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    let line = headers.get_all(name).iter().next_back()?.to_str().ok()?;
-    Some(line.rsplit(',').next()?.trim()).filter(|entry| !entry.is_empty())
 }
 
 /// `host` or `host:port`, nothing more: no user info, path, query or white space.

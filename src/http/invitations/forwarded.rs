@@ -12,9 +12,15 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 /// address: `ip`, `ip:port`, `[ipv6]` or `[ipv6]:port`. IPv4-mapped IPv6 addresses come back
 /// as their IPv4 address.
 pub fn proxy_added_address(headers: &HeaderMap) -> Option<IpAddr> {
-    let last_line = headers.get_all("x-forwarded-for").iter().next_back()?;
-    let last_entry = last_line.to_str().ok()?.rsplit(',').next()?;
-    parse_entry(last_entry.trim()).map(|ip| ip.to_canonical())
+    parse_entry(proxy_added_entry(headers, "x-forwarded-for")?).map(|ip| ip.to_canonical())
+}
+
+/// The last entry (trimmed) of the last line of a comma-separated forwarding header such as
+/// `X-Forwarded-For`, `-Host` or `-Proto`: the one the proxy in front added. None without the
+/// header, or when that line is not text or that entry is empty.
+pub fn proxy_added_entry<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let last_line = headers.get_all(name).iter().next_back()?.to_str().ok()?;
+    Some(last_line.rsplit(',').next()?.trim()).filter(|entry| !entry.is_empty())
 }
 
 fn parse_entry(entry: &str) -> Option<IpAddr> {
